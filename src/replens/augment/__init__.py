@@ -6,6 +6,7 @@ from replens.augment.views import (
     ViewPipeline,
     color_matrix,
     gaussian_blur,
+    recipe_view,
     sample_crops,
     simclr_view_config,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "ViewPipeline",
     "color_matrix",
     "gaussian_blur",
+    "recipe_view",
     "sample_crops",
     "simclr_view_config",
 ]

@@ -285,6 +285,31 @@ class ViewPipeline:
         return self.apply(images, params, normalize=normalize)
 
 
-def simclr_view_config(size: int, mean: tuple[float, float, float], std: tuple[float, float, float]) -> ViewConfig:
-    """SimCLR's view recipe at ``size`` px (blur only at >= 96 px, as for CIFAR in the paper)."""
-    return ViewConfig(size=size, blur_prob=0.5 if size >= 96 else 0.0, mean=mean, std=std)
+def recipe_view(
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    blur_prob: float = 0.0,
+    **overrides: object,
+) -> ViewConfig:
+    """A view of an SSL recipe at ``size`` px.
+
+    Recipes are written for 224 px ImageNet crops; at smaller sizes the blur
+    sigma range (0.1, 2.0) px is scaled by ``size / 224`` and blur is dropped
+    below 96 px, as SimCLR does for CIFAR-10 (Chen et al. 2020, appendix B.9).
+    """
+    scale = size / 224
+    return ViewConfig(
+        size=size,
+        blur_prob=blur_prob if size >= 96 else 0.0,
+        blur_sigma=(0.1 * scale, 2.0 * scale),
+        mean=tuple(mean),  # type: ignore[arg-type]
+        std=tuple(std),  # type: ignore[arg-type]
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def simclr_view_config(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ViewConfig:
+    """SimCLR's view recipe at ``size`` px (strength s = 1, blur 0.5 at >= 96 px)."""
+    return recipe_view(size, mean, std, blur_prob=0.5)

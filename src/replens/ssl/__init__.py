@@ -1,6 +1,15 @@
-"""Self-supervised methods, each a small registered recipe."""
+"""Self-supervised methods, each a small registered recipe (loss + heads + views)."""
 
-from replens.ssl import simclr  # noqa: F401  (registers the method)
-from replens.ssl.base import SSLMethod, create_method, list_methods, register_method
+from replens.ssl import (  # noqa: F401  (importing registers the methods)
+    barlow_twins,
+    byol,
+    dino,
+    moco,
+    simclr,
+    simsiam,
+    swav,
+    vicreg,
+)
+from replens.ssl.base import SSLMethod, create_method, ema_update, list_methods, momentum_copy, register_method
 
-__all__ = ["SSLMethod", "create_method", "list_methods", "register_method"]
+__all__ = ["SSLMethod", "create_method", "ema_update", "list_methods", "momentum_copy", "register_method"]

@@ -8,6 +8,8 @@ checkpoints and logging; a method never copies it.
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -46,8 +48,35 @@ class SSLMethod(nn.Module):
         """
         raise NotImplementedError
 
+    def on_step_start(self, step: int, total_steps: int, epoch: int) -> None:
+        """Called by the loop before each step; records the training progress."""
+        self.step, self.total_steps, self.epoch = step, total_steps, epoch
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Hook for momentum/teacher updates after the optimiser step."""
+
+    def momentum(self, start: float, end: float = 1.0) -> float:
+        """Cosine momentum schedule from ``start`` to ``end`` over training (BYOL, DINO)."""
+        total = max(1, getattr(self, "total_steps", 1))
+        step = getattr(self, "step", 0)
+        return end - (end - start) * (math.cos(math.pi * step / total) + 1) / 2
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``module`` for a momentum/teacher branch."""
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad = False
+    return twin
+
+
+@torch.no_grad()
+def ema_update(online: nn.Module, target: nn.Module, m: float) -> None:
+    """``target = m * target + (1 - m) * online`` for parameters; buffers copied."""
+    for po, pt in zip(online.parameters(), target.parameters(), strict=True):
+        pt.mul_(m).add_(po.detach(), alpha=1 - m)
+    for bo, bt in zip(online.buffers(), target.buffers(), strict=True):
+        bt.copy_(bo)
 
 
 _METHODS: dict[str, tuple[type[SSLMethod], str]] = {}

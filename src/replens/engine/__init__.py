@@ -1,0 +1,5 @@
+"""The one training loop (Lightning Fabric), checkpoints and resume."""
+
+from replens.engine.train import TrainConfig, load_checkpoint, lr_at, train
+
+__all__ = ["TrainConfig", "load_checkpoint", "lr_at", "train"]

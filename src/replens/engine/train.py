@@ -1,0 +1,250 @@
+"""The one training loop: any registered SSL recipe on any data source.
+
+Built on Lightning Fabric (CPU, one or several GPUs, mixed precision) with our
+own pieces where they make training exact or fast:
+
+* Data order is a pure function of ``(seed, epoch)`` and view randomness a pure
+  function of ``(seed, step)``, so ``resume`` continues exactly where a killed
+  run stopped: the next batch, the same views, the same learning rate.
+* Images are moved to the device once as uint8 and the views are made there
+  (``replens.augment.views``).
+* Checkpoints are plain tensors/numbers written atomically with ``torch.save``
+  and read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from replens.augment.views import ViewPipeline
+from replens.data.base import BadImageGuard, ImageSource, collate_samples
+from replens.runs import atomic_write, atomic_write_json
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of one SSL training run.
+
+    Attributes:
+        method: Registered SSL method (``replens list``).
+        backbone: Registered backbone name.
+        image_size: View side in pixels.
+        epochs: Passes over the data.
+        max_steps: Stop after this many optimiser steps (None: epochs decide).
+        batch_size: Images per step (each gives ``n_views`` views).
+        optimizer: ``adamw``, ``sgd`` or ``lars``.
+        lr: Peak learning rate.
+        weight_decay: Weight decay.
+        momentum: SGD/LARS momentum.
+        warmup_epochs: Linear warm-up length, then cosine decay to 0.
+        method_args: Keyword arguments of the method's constructor (e.g.
+            ``{"temperature": 0.2}``; see each recipe's docstring).
+        num_workers: DataLoader workers.
+        accelerator: ``auto``, ``cpu`` or ``cuda``.
+        devices: Devices for Fabric.
+        precision: Fabric precision (``32-true``, ``bf16-mixed``, ``16-mixed``).
+        checkpoint_every: Steps between checkpoints (0: only at the end).
+        log_every: Steps between metric lines.
+        seed: Seed of data order, views and initialisation.
+    """
+
+    method: str = "simclr"
+    backbone: str = "small_cnn"
+    image_size: int = 32
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 256
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    method_args: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to ``peak`` then half-cosine decay to 0 (per step)."""
+    if warmup_steps and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "lars":
+        from lightly.utils.lars import LARS
+
+        return LARS(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adamw, sgd or lars")
+
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(
+    config: TrainConfig,
+    source: ImageSource,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``config.method`` on ``source``; write checkpoints and metrics.
+
+    Args:
+        config: The run's configuration.
+        source: Training images (``replens.data`` protocol).
+        run_dir: Folder for ``checkpoint.pt``, ``metrics.jsonl`` and the final
+            ``backbone.safetensors``.
+        resume: Continue from ``run_dir/checkpoint.pt`` when it exists.
+        progress: Show a progress bar.
+        stop_after: Return after this many steps in this call (tests of resume).
+        on_step: Called with (step, metrics) after every step.
+
+    Returns:
+        Summary: steps, final loss, images/s, paths.
+    """
+    from lightning.fabric import Fabric
+
+    from replens.models import create_backbone
+    from replens.ssl import create_method
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, precision=config.precision)
+    fabric.seed_everything(config.seed, verbose=False)
+    backbone = create_backbone(config.backbone)
+    model = create_method(config.method, backbone, **config.method_args)
+    optimizer = _make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    pipelines = [ViewPipeline(v) for v in model.view_configs(config.image_size, backbone.mean, backbone.std)]
+
+    n = len(source)
+    steps_per_epoch = n // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the dataset ({n} samples)")
+    total = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+
+    step = 0
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["state"]["step"])
+    model, optimizer = fabric.setup(model, optimizer)
+    device = fabric.device
+    metrics_path = run_dir / "metrics.jsonl"
+    if step == 0:
+        metrics_path.write_text("")
+    else:  # drop lines logged after the checkpoint we resume from
+        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        atomic_write(metrics_path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in lines)))
+
+    def batches() -> Iterator[dict[str, Any]]:
+        epoch, offset = divmod(step, steps_per_epoch)
+        while True:
+            plan = _epoch_batches(n, config.batch_size, config.seed, epoch)[offset:]
+            loader = torch.utils.data.DataLoader(
+                source, batch_sampler=plan, collate_fn=collate_samples, num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+            )
+            yield from loader
+            epoch, offset = epoch + 1, 0
+
+    guard = BadImageGuard()
+    view_gen = torch.Generator(device=device)
+    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {config.method}", unit="step")
+    t0, seen, last_loss, calls = time.perf_counter(), 0, float("nan"), 0
+    model.train()
+    with open(metrics_path, "a", encoding="utf-8") as log:
+        for batch in batches():
+            if step >= total or (stop_after is not None and calls >= stop_after):
+                break
+            guard.update(batch)
+            images = batch["image"].to(device, non_blocking=True)
+            if images.shape[0] < 2:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, warmup, config.lr)
+            model.on_step_start(step, total, step // steps_per_epoch)
+            views = []
+            for k, pipe in enumerate(pipelines):
+                view_gen.manual_seed(config.seed * 1_000_003 + step * 16 + k)
+                views.append(pipe(images, view_gen))
+            out = model.training_step(views)
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(out["loss"])
+            optimizer.step()
+            model.on_step_end(step, total)
+            step, calls, seen = step + 1, calls + 1, seen + images.shape[0]
+            last_loss = float(out["loss"].detach())
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"loss became {last_loss} at step {step}; lower the learning rate")
+            record = {"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"]}
+            if step % config.log_every == 0 or step == total:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if on_step is not None:
+                on_step(step, record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == total:
+                _save_checkpoint(ckpt_path, model, optimizer, {"step": step, "config": asdict(config)})
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    raw = model.module if hasattr(model, "module") else model
+    backbone_path = run_dir / "backbone.safetensors"
+    if step >= total:
+        state = {k: v.detach().contiguous().cpu() for k, v in raw.backbone.state_dict().items()}
+        atomic_write(backbone_path, lambda tmp: save_file(state, str(tmp), metadata={"backbone": config.backbone}))
+    summary = {
+        "steps": step,
+        "total_steps": total,
+        "finished": step >= total,
+        "final_loss": last_loss,
+        "images_per_s": seen / elapsed if elapsed > 0 else float("nan"),
+        "bad_images": len(guard.bad_names),
+        "checkpoint": str(ckpt_path),
+        "backbone_weights": str(backbone_path) if step >= total else None,
+    }
+    atomic_write_json(run_dir / "train_summary.json", summary)
+    return {**summary, "backbone": raw.backbone}
