@@ -1,0 +1,146 @@
+"""torchvision dataset classes as a source (``tv:NAME:ROOT`` specs).
+
+Nothing is ever downloaded (``download=False``); a missing root gives a
+:class:`DataError` that says where torchvision looked. Datasets that keep their
+images as one array (CIFAR-10/100, MNIST family, STL10, SVHN) are read from
+that array without PIL; others go through the dataset's ``__getitem__``.
+Grey images (MNIST) are repeated to RGB.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.datasets as tvd
+
+from replens.data.arrays import array_layout, default_class_names, image_from_array
+from replens.data.base import DataError, ImageSource
+
+
+def torchvision_dataset_class(name: str) -> type:
+    """Look a torchvision dataset class up by name, case-insensitively.
+
+    Raises:
+        DataError: No such dataset class (the message lists the known ones).
+    """
+    known = {
+        n: obj for n, obj in vars(tvd).items() if inspect.isclass(obj) and issubclass(obj, torch.utils.data.Dataset)
+    }
+    for candidate, obj in known.items():
+        if candidate.lower() == name.lower():
+            return obj
+    raise DataError(f"torchvision has no dataset class {name!r}; known: {', '.join(sorted(known))}")
+
+
+def expected_location(cls: type, root: str) -> str:
+    """Where a torchvision dataset class looks for its files under ``root``."""
+    base = getattr(cls, "base_folder", None)
+    if isinstance(base, str):
+        return os.path.join(root, base)
+    if issubclass(cls, tvd.MNIST):
+        return os.path.join(root, cls.__name__, "raw")
+    return root
+
+
+class TorchvisionSource(ImageSource):
+    """A torchvision dataset read from a local root.
+
+    Args:
+        name: Dataset class name in ``torchvision.datasets`` (any case), e.g.
+            ``CIFAR10``, ``CIFAR100``, ``STL10``, ``MNIST``, ``SVHN``.
+        root: The root directory given to the class.
+        split: ``"train"`` / ``"test"`` (or any split the class accepts, e.g.
+            STL10's ``"unlabeled"``). Classes with a ``train`` flag get
+            ``train = (split == "train")``.
+        image_size: Output side, see :class:`ImageSource`.
+        **kwargs: Passed to the dataset class.
+
+    Raises:
+        DataError: Unknown class, missing or corrupt files (naming the expected
+            location), or no labels found.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        *,
+        split: str = "train",
+        image_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(image_size)
+        cls = torchvision_dataset_class(name)
+        root = os.path.abspath(os.path.expanduser(root))
+        params = inspect.signature(cls.__init__).parameters
+        if "train" in params:
+            if split not in ("train", "test"):
+                raise DataError(f"torchvision {cls.__name__} has splits train and test, not {split!r}")
+            kwargs.setdefault("train", split == "train")
+        elif "split" in params:
+            kwargs.setdefault("split", split)
+        if "download" in params:
+            kwargs["download"] = False
+        where = expected_location(cls, root)
+        if not os.path.isdir(root):
+            raise DataError(
+                f"torchvision {cls.__name__}: root {root!r} does not exist; torchvision expects "
+                f"the files under {where!r} (download them there first, e.g. "
+                f"torchvision.datasets.{cls.__name__}({root!r}, download=True))"
+            )
+        try:
+            dataset = cls(root, **kwargs)
+        except (RuntimeError, FileNotFoundError, OSError, ValueError) as exc:
+            raise DataError(
+                f"torchvision {cls.__name__} could not load from {root!r}: {exc} "
+                f"(torchvision expects the files under {where!r}; download=False here)"
+            ) from exc
+        self.dataset = dataset
+        self.dataset_name = cls.__name__
+        self._array, self._layout = self._image_array(dataset)
+        self.labels = self._read_labels(dataset)
+        classes = getattr(dataset, "classes", None)
+        if classes and len(classes) > int(self.labels.max()):
+            self.classes = [str(c) for c in classes]
+        else:
+            self.classes = default_class_names(self.labels)
+        self.domain_names = [self.dataset_name.lower()]
+        self.domains = np.zeros(len(self.labels), dtype=np.int64)
+
+    @staticmethod
+    def _image_array(dataset: Any) -> tuple[np.ndarray | None, str]:
+        data = getattr(dataset, "data", None)
+        if isinstance(data, torch.Tensor):
+            data = data.numpy()
+        if isinstance(data, np.ndarray) and data.shape[:1] == (len(dataset),):
+            try:
+                return data, array_layout(data.shape, "data")
+            except DataError:
+                pass
+        return None, ""
+
+    def _read_labels(self, dataset: Any) -> np.ndarray:
+        for attr in ("targets", "labels", "_labels", "y"):
+            values = getattr(dataset, attr, None)
+            if values is not None and len(values) == len(dataset):
+                return np.asarray(values, dtype=np.int64).reshape(len(dataset))
+        # generic fallback: ask the dataset (decodes every image once)
+        return np.array([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+    def read(self, index: int) -> np.ndarray:
+        """Image ``index`` as (H, W, 3) uint8."""
+        if self._array is not None:
+            return image_from_array(self._array, index, self._layout, self.name(index))
+        try:
+            image = self.dataset[index][0]
+            return np.asarray(image.convert("RGB"))
+        except Exception as exc:  # torchvision datasets raise anything; name the sample
+            raise DataError(f"cannot read {self.name(index)}: {exc}") from exc
+
+    def name(self, index: int) -> str:
+        """``NAME[index]``, e.g. ``CIFAR10[12]``."""
+        return f"{self.dataset_name}[{index}]"
