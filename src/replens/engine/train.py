@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -47,6 +48,10 @@ class TrainConfig:
         weight_decay: Weight decay.
         momentum: SGD/LARS momentum.
         warmup_epochs: Linear warm-up length, then cosine decay to 0.
+        plugins: Training plug-ins (``replens list``), e.g. ``["ddm", "fda"]``.
+        plugin_args: Per plug-in keyword arguments, e.g. ``{"ddm": {"prefix_dim": 16}}``.
+        channels_last: Use channels-last memory format (faster convolutions on GPUs).
+        compile: Wrap the model in ``torch.compile``.
         method_args: Keyword arguments of the method's constructor (e.g.
             ``{"temperature": 0.2}``; see each recipe's docstring).
         num_workers: DataLoader workers.
@@ -70,6 +75,10 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 1.0
     method_args: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
+    plugin_args: dict[str, Any] = field(default_factory=dict)
+    channels_last: bool = False
+    compile: bool = False
     num_workers: int = 0
     accelerator: str = "auto"
     devices: int = 1
@@ -105,9 +114,23 @@ def _make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adamw, sgd or lars")
 
 
-def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
+def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                     plugins: list[Any]) -> None:
+    extra = {p.name: p.extra_state() for p in plugins}
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "plugins": extra}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _unwrap(model: torch.nn.Module) -> Any:
+    """The recipe inside Fabric / DDP / torch.compile wrappers."""
+    while True:
+        for attr in ("_forward_module", "module", "_orig_mod"):
+            inner = getattr(model, attr, None)
+            if isinstance(inner, torch.nn.Module) and inner is not model:
+                model = inner
+                break
+        else:
+            return model
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -143,16 +166,31 @@ def train(
     from lightning.fabric import Fabric
 
     from replens.models import create_backbone
-    from replens.ssl import create_method
+    from replens.ssl import create_method, create_plugin
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fabric = Fabric(accelerator=config.accelerator, devices=config.devices, precision=config.precision)
     fabric.seed_everything(config.seed, verbose=False)
+    plugins = [create_plugin(name, **config.plugin_args.get(name, {})) for name in config.plugins]
     backbone = create_backbone(config.backbone)
+    mean, std = backbone.mean, backbone.std
+    for plugin in plugins:
+        backbone = plugin.wrap_backbone(backbone)
     model = create_method(config.method, backbone, **config.method_args)
-    optimizer = _make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    pipelines = [ViewPipeline(v) for v in model.view_configs(config.image_size, backbone.mean, backbone.std)]
+    view_configs = model.view_configs(config.image_size, mean, std)
+    for plugin in plugins:
+        view_configs = plugin.view_configs(view_configs)
+    pipelines = [ViewPipeline(v) for v in view_configs]
+    data_info = {"num_domains": len(source.domain_names), "domains": np.asarray(source.domains),
+                 "labels": np.asarray(source.labels), "num_samples": len(source), "epochs": config.epochs}
+    for plugin in plugins:
+        plugin.setup(model, data_info)
+    model.plugins = torch.nn.ModuleList(plugins)
+    private = {id(p) for plugin in plugins for p in plugin.private_parameters()}
+    optimizer = _make_optimizer(config, [p for p in model.parameters() if p.requires_grad and id(p) not in private])
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
     n = len(source)
     steps_per_epoch = n // config.batch_size
@@ -170,6 +208,10 @@ def train(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["state"]["step"])
+        for plugin in plugins:
+            plugin.load_extra_state(ckpt.get("plugins", {}).get(plugin.name, {}))
+    if config.compile:
+        model = torch.compile(model)
     model, optimizer = fabric.setup(model, optimizer)
     device = fabric.device
     metrics_path = run_dir / "metrics.jsonl"
@@ -190,6 +232,7 @@ def train(
             yield from loader
             epoch, offset = epoch + 1, 0
 
+    raw = _unwrap(model)
     guard = BadImageGuard()
     view_gen = torch.Generator(device=device)
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {config.method}", unit="step")
@@ -205,21 +248,33 @@ def train(
                 continue
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, warmup, config.lr)
-            model.on_step_start(step, total, step // steps_per_epoch)
+            raw.on_step_start(step, total, step // steps_per_epoch)
             views = []
             for k, pipe in enumerate(pipelines):
                 view_gen.manual_seed(config.seed * 1_000_003 + step * 16 + k)
-                views.append(pipe(images, view_gen))
-            out = model.training_step(views)
+                view = pipe(images, view_gen)
+                views.append(view.contiguous(memory_format=torch.channels_last) if config.channels_last else view)
+            dev_batch = {**batch, "label": batch["label"].to(device), "domain": batch["domain"].to(device),
+                         "index": batch["index"].to(device)}
+            out = model(views)
+            loss, terms = out["loss"], {}
+            for plugin in plugins:
+                for key, value in plugin.loss(out, dev_batch, step).items():
+                    terms[f"{plugin.name}/{key}"] = value
+                    loss = loss + value
             optimizer.zero_grad(set_to_none=True)
-            fabric.backward(out["loss"])
+            fabric.backward(loss)
             optimizer.step()
-            model.on_step_end(step, total)
+            raw.on_step_end(step, total)
+            extra = {}
+            for plugin in plugins:
+                extra.update({f"{plugin.name}/{k}": v for k, v in plugin.after_step(step, total, out, dev_batch).items()})
             step, calls, seen = step + 1, calls + 1, seen + images.shape[0]
-            last_loss = float(out["loss"].detach())
+            last_loss = float(loss.detach())
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"loss became {last_loss} at step {step}; lower the learning rate")
-            record = {"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"]}
+            record = {"step": step, "loss": last_loss, "ssl_loss": float(out["loss"].detach()),
+                      "lr": optimizer.param_groups[0]["lr"], **{k: float(v.detach()) for k, v in terms.items()}, **extra}
             if step % config.log_every == 0 or step == total:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -228,10 +283,9 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}")
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == total:
-                _save_checkpoint(ckpt_path, model, optimizer, {"step": step, "config": asdict(config)})
+                _save_checkpoint(ckpt_path, model, optimizer, {"step": step, "config": asdict(config)}, plugins)
     bar.close()
     elapsed = time.perf_counter() - t0
-    raw = model.module if hasattr(model, "module") else model
     backbone_path = run_dir / "backbone.safetensors"
     if step >= total:
         state = {k: v.detach().contiguous().cpu() for k, v in raw.backbone.state_dict().items()}

@@ -1,4 +1,5 @@
-"""Self-supervised methods, each a small registered recipe (loss + heads + views)."""
+"""Self-supervised methods, each a small registered recipe (loss + heads + views),
+and the training plug-ins (DDM, FDA, Q-Score regulariser) that work with all of them."""
 
 from replens.ssl import (  # noqa: F401  (importing registers the methods)
     barlow_twins,
@@ -10,6 +11,28 @@ from replens.ssl import (  # noqa: F401  (importing registers the methods)
     swav,
     vicreg,
 )
-from replens.ssl.base import SSLMethod, create_method, ema_update, list_methods, momentum_copy, register_method
+from replens.ssl.base import (
+    SSLMethod,
+    TrainPlugin,
+    create_method,
+    create_plugin,
+    ema_update,
+    list_methods,
+    list_plugins,
+    momentum_copy,
+    register_method,
+    register_plugin,
+)
 
-__all__ = ["SSLMethod", "create_method", "ema_update", "list_methods", "momentum_copy", "register_method"]
+__all__ = [
+    "SSLMethod",
+    "TrainPlugin",
+    "create_method",
+    "create_plugin",
+    "ema_update",
+    "list_methods",
+    "list_plugins",
+    "momentum_copy",
+    "register_method",
+    "register_plugin",
+]

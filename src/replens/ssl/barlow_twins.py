@@ -41,4 +41,4 @@ class BarlowTwins(SSLMethod):
         x0, x1 = views
         h = self.backbone(torch.cat([x0, x1]))
         z0, z1 = self.projection_head(h).chunk(2)
-        return {"loss": self.criterion(z0, z1), "representation": h[: len(x0)].detach()}
+        return {"loss": self.criterion(z0, z1), "h": h, "representation": h[: len(x0)].detach()}

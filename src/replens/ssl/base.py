@@ -43,10 +43,17 @@ class SSLMethod(nn.Module):
         """Loss on a list of normalised view batches.
 
         Returns:
-            A dict with at least ``"loss"`` (scalar) and ``"representation"``
-            (the backbone output of the first view, detached, for monitors).
+            A dict with at least ``"loss"`` (scalar), ``"h"`` (the online
+            backbone outputs of the two main views, concatenated in view
+            order, shape (2B, r), WITH gradient, for plug-ins such as DDM and
+            the Q-Score regulariser; (B, r) for MoCo when not symmetric) and
+            ``"representation"`` (the first view's h, detached, for monitors).
         """
         raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Same as :meth:`training_step` (the loop calls the module, so DDP and autocast apply)."""
+        return self.training_step(views)
 
     def on_step_start(self, step: int, total_steps: int, epoch: int) -> None:
         """Called by the loop before each step; records the training progress."""
@@ -105,3 +112,81 @@ def create_method(name: str, backbone: nn.Module, **kwargs: Any) -> SSLMethod:
     if name not in _METHODS:
         raise KeyError(f"unknown SSL method {name!r}; registered: {', '.join(sorted(_METHODS))}")
     return _METHODS[name][0](backbone, **kwargs)
+
+
+class TrainPlugin(nn.Module):
+    """A training plug-in that works with every SSL recipe (DDM, FDA, Q-Score regulariser).
+
+    The training loop calls, in order:
+
+    1. :meth:`wrap_backbone` before the recipe is built (e.g. DDM hands the
+       recipe only the invariant part h^p of the representation);
+    2. :meth:`view_configs` on the recipe's view distributions (e.g. FDA adds
+       Fourier-domain ops to the left view);
+    3. :meth:`setup` once the recipe exists, with facts about the data
+       (``{"num_domains": int, "domains": np.ndarray, "num_samples": int}``);
+    4. every step, :meth:`loss` on the recipe's output and the batch: the
+       returned terms are added to the recipe's loss (and logged);
+    5. after the optimiser step, :meth:`after_step` (e.g. a critic update or
+       a re-clustering), returning numbers to log.
+
+    A plug-in is an ``nn.Module``: its parameters and buffers are checkpointed
+    with the model, and :meth:`extra_state` / :meth:`load_extra_state` carry
+    anything else (e.g. an internal optimiser) so that resume is exact.
+    Parameters that the encoder optimiser must NOT train (a critic) should be
+    returned by :meth:`private_parameters`.
+    """
+
+    name: str = ""
+
+    def wrap_backbone(self, backbone: nn.Module) -> nn.Module:
+        return backbone
+
+    def view_configs(self, configs: list[ViewConfig]) -> list[ViewConfig]:
+        return configs
+
+    def setup(self, method: SSLMethod, data_info: dict[str, Any]) -> None:
+        """Called once the recipe is built."""
+
+    def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        return {}
+
+    def after_step(self, step: int, total_steps: int, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, float]:
+        return {}
+
+    def private_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+
+_PLUGINS: dict[str, tuple[type[TrainPlugin], str]] = {}
+
+
+def register_plugin(name: str, help: str) -> Callable[[type[TrainPlugin]], type[TrainPlugin]]:
+    """Class decorator registering a training plug-in under ``name``."""
+
+    def wrap(cls: type[TrainPlugin]) -> type[TrainPlugin]:
+        if name in _PLUGINS:
+            raise ValueError(f"training plug-in {name!r} registered twice")
+        cls.name = name
+        _PLUGINS[name] = (cls, help)
+        return cls
+
+    return wrap
+
+
+def list_plugins() -> dict[str, str]:
+    """Registered plug-in names and their one-line help."""
+    return {name: help for name, (_, help) in sorted(_PLUGINS.items())}
+
+
+def create_plugin(name: str, **kwargs: Any) -> TrainPlugin:
+    """Instantiate the registered plug-in ``name``."""
+    if name not in _PLUGINS:
+        raise KeyError(f"unknown training plug-in {name!r}; registered: {', '.join(sorted(_PLUGINS)) or 'none'}")
+    return _PLUGINS[name][0](**kwargs)

@@ -58,7 +58,7 @@ class BYOL(SSLMethod):
         h = self.backbone(torch.cat([x0, x1]))
         p0, p1 = self.prediction_head(self.projection_head(h)).chunk(2)
         loss = 0.5 * (self.criterion(p0, self._target(x1)) + self.criterion(p1, self._target(x0)))
-        return {"loss": loss, "representation": h[: len(x0)].detach()}
+        return {"loss": loss, "h": h, "representation": h[: len(x0)].detach()}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         m = self.momentum(self.momentum_start, 1.0)

@@ -72,7 +72,7 @@ class DINO(SSLMethod):
         if locals_:
             student += list(self.head(self.backbone(torch.cat(locals_))).chunk(len(locals_)))
         loss = self.criterion(list(teacher), student, epoch=getattr(self, "epoch", 0))
-        return {"loss": loss, "representation": h[: len(views[0])].detach()}
+        return {"loss": loss, "h": h, "representation": h[: len(views[0])].detach()}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         m = self.momentum(self.momentum_start, 1.0)

@@ -56,10 +56,12 @@ class MoCo(SSLMethod):
         x0, x1 = views
         h0 = self.backbone(x0)
         loss = self.criterion(self.projection_head(h0), self._key(x1))
+        h = h0
         if self.symmetric:
-            q1 = self.projection_head(self.backbone(x1))
-            loss = 0.5 * (loss + self.criterion(q1, self._key(x0)))
-        return {"loss": loss, "representation": h0.detach()}
+            h1 = self.backbone(x1)
+            loss = 0.5 * (loss + self.criterion(self.projection_head(h1), self._key(x0)))
+            h = torch.cat([h0, h1])
+        return {"loss": loss, "h": h, "representation": h0.detach()}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         m = self.momentum_start if self.momentum_end is None else self.momentum(self.momentum_start, self.momentum_end)

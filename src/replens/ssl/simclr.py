@@ -45,4 +45,4 @@ class SimCLR(SSLMethod):
         z = self.projection_head(h)
         z0, z1 = z.chunk(2)
         loss = self.criterion(z0, z1)
-        return {"loss": loss, "representation": h[: len(views[0])].detach()}
+        return {"loss": loss, "h": h, "representation": h[: len(views[0])].detach()}

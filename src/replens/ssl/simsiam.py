@@ -47,4 +47,4 @@ class SimSiam(SSLMethod):
         z0, z1 = z.detach().chunk(2)
         p0, p1 = p.chunk(2)
         loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-        return {"loss": loss, "representation": h[: len(x0)].detach()}
+        return {"loss": loss, "h": h, "representation": h[: len(x0)].detach()}

@@ -58,4 +58,4 @@ class SwaV(SSLMethod):
         h = self.backbone(torch.cat(views[:2]))
         high = list(self._scores(h).chunk(2))
         low = list(self._scores(self.backbone(torch.cat(views[2:]))).chunk(self.n_local)) if self.n_local else []
-        return {"loss": self.criterion(high, low), "representation": h[: len(views[0])].detach()}
+        return {"loss": self.criterion(high, low), "h": h, "representation": h[: len(views[0])].detach()}

@@ -1,0 +1,120 @@
+"""The closed vocabulary of the embedded world: shapes, colours, textures, sizes, domains.
+
+Every name here is a word (or short phrase) that appears in captions and in the
+true concepts of an image, so concept-extraction methods (FALCON, chapter 4 of
+the seed) can be scored against an exact ground truth.
+"""
+
+from __future__ import annotations
+
+#: Bumped whenever the rendering or the on-disk format changes; part of the cache key.
+GENERATOR_VERSION = "1.0.0"
+
+#: Object shapes. The class label of a scene is the shape of its main object,
+#: so these are also the class names.
+SHAPES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "star",
+    "cross",
+    "hexagon",
+    "heart",
+    "ring",
+    "crescent",
+)
+
+#: Object colours, name -> RGB.
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (215, 38, 40),
+    "orange": (245, 140, 20),
+    "yellow": (240, 215, 30),
+    "green": (40, 165, 60),
+    "cyan": (40, 200, 215),
+    "blue": (35, 75, 210),
+    "purple": (130, 55, 175),
+    "pink": (240, 120, 185),
+    "brown": (125, 75, 35),
+    "gray": (128, 128, 128),
+}
+COLOURS: tuple[str, ...] = tuple(COLOUR_RGB)
+
+#: Surface textures; the second colour of a texture is a lighter or darker tone.
+TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
+
+#: Size words and the object radius as a fraction of the image side.
+SIZES: tuple[str, ...] = ("small", "medium", "large")
+SIZE_RADIUS: tuple[float, ...] = (0.11, 0.15, 0.20)
+
+#: Render domains: four in the spirit of PACS plus the two Colored-CIFAR tints
+#: of the seed's section 2.3 (every image coloured red or green).
+DOMAINS: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting", "tint_red", "tint_green")
+
+#: How a domain is named in captions ("a sketch of a star").
+DOMAIN_NOUN: dict[str, str] = {
+    "photo": "photo",
+    "cartoon": "cartoon",
+    "sketch": "sketch",
+    "painting": "painting",
+    "tint_red": "red-tinted photo",
+    "tint_green": "green-tinted photo",
+}
+
+#: The concept word of a domain.
+DOMAIN_CONCEPT: dict[str, str] = {
+    "photo": "photo",
+    "cartoon": "cartoon",
+    "sketch": "sketch",
+    "painting": "painting",
+    "tint_red": "red tint",
+    "tint_green": "green tint",
+}
+
+#: Background colours (one per class so that the background can carry the
+#: spurious cue), name -> RGB.
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
+    "beige": (225, 210, 180),
+    "lavender": (200, 190, 235),
+    "mint": (180, 230, 200),
+    "salmon": (240, 170, 150),
+    "khaki": (190, 180, 110),
+    "turquoise": (120, 200, 195),
+    "silver": (195, 195, 200),
+    "olive": (110, 120, 60),
+    "navy": (40, 50, 100),
+    "maroon": (110, 40, 50),
+}
+BACKGROUNDS: tuple[str, ...] = tuple(BACKGROUND_RGB)
+
+#: Marker-patch colours (the corner patch that carries the spurious cue), one
+#: per class, and the grey level each one takes in the sketch domain (all
+#: distinct, so the cue survives the grayscale rendering).
+MARKER_RGB: dict[str, tuple[int, int, int]] = {
+    "black": (20, 20, 20),
+    "white": (250, 250, 250),
+    "crimson": (180, 0, 40),
+    "lime": (120, 240, 0),
+    "magenta": (230, 0, 200),
+    "teal": (0, 130, 130),
+    "gold": (255, 190, 0),
+    "indigo": (60, 0, 140),
+    "coral": (255, 110, 80),
+    "sky": (110, 180, 255),
+}
+MARKERS: tuple[str, ...] = tuple(MARKER_RGB)
+MARKER_GRAY: tuple[int, ...] = (10, 245, 35, 220, 60, 195, 85, 170, 110, 140)
+
+#: Spatial relation words (the first four are mutually exclusive per ordered pair).
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below", "bigger than", "smaller than", "next to")
+
+#: The spurious cue kinds a world can carry (seed section 3.5: core vs spurious regions).
+SPURIOUS_CUES: tuple[str, ...] = ("marker", "background")
+
+if len(BACKGROUNDS) != len(SHAPES) or len(MARKERS) != len(SHAPES) or len(MARKER_GRAY) != len(SHAPES):
+    raise RuntimeError("every class needs its own background and marker cue")
+
+
+def article(word: str) -> str:
+    """Return "a" or "an" for the word that follows it."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
