@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev,clip]"
+	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

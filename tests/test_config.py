@@ -65,3 +65,16 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@dataclass
+class WithDict:
+    args: dict[str, object] = field(default_factory=dict)
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_dict_fields_take_free_form_nested_keys():
+    cfg = apply_overrides(WithDict(), ["args.ddm.prefix_dim=16", "args.ddm.lam=0.5", "inner.lr=1"])
+    assert cfg.args == {"ddm": {"prefix_dim": 16, "lam": 0.5}} and cfg.inner.lr == 1.0
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides(WithDict(), ["inner.lr.x=1"])

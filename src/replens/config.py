@@ -102,13 +102,23 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
-        node = data
+        node: dict[str, Any] = data
+        cls: Any = type(config)
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"unknown config key {key!r}")
-            node = node[part]
-        if parts[-1] not in node:
+            free = cls is None  # inside a plain dict field: keys are free-form
+            if not free:
+                hints = typing.get_type_hints(cls)
+                if part not in hints:
+                    raise ConfigError(f"unknown config key {key!r}")
+                annotation = hints[part]
+                cls = annotation if dataclasses.is_dataclass(annotation) else None
+                if cls is None and typing.get_origin(annotation) is not dict and annotation is not dict:
+                    raise ConfigError(f"config key {key!r}: {part!r} is not a section")
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {key!r}: {part!r} is not a section")
+        if cls is not None and parts[-1] not in node:
             raise ConfigError(f"unknown config key {key!r}; known: {', '.join(sorted(node))}")
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
     return from_dict(type(config), data)
