@@ -147,13 +147,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from replens.data import open_source
     from replens.engine import TrainConfig, train
-    from replens.ssl import list_plugins
+    from replens.ssl import list_plugins, plugin_class
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     flags = {k: getattr(args, k) for k in ("method", "backbone", "epochs", "batch_size", "lr", "image_size")
              if getattr(args, k) is not None}
-    plugins = list(cfg.plugins) + [name for name in list_plugins() if getattr(args, f"plugin_{name}", False)]
-    cfg = apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items()] + [f"seed={args.seed}"])
+    plugins = list(cfg.plugins)
+    plugin_sets = []
+    for name in list_plugins():
+        enabled = getattr(args, f"plugin_{name}", False)
+        for flag, (kwarg, _, _) in plugin_class(name).cli_options.items():
+            value = getattr(args, f"plugin_{name}_{flag.replace('-', '_')}", None)
+            if value is not None:
+                enabled = True
+                plugin_sets.append(f"plugin_args.{name}.{kwarg}={value}")
+        if enabled:
+            plugins.append(name)
+    if args.init_from:
+        flags["init_from"] = args.init_from
+    cfg = apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items()] + [f"seed={args.seed}"] + plugin_sets)
     cfg = apply_overrides(cfg, [f"plugins=[{', '.join(dict.fromkeys(plugins))}]"])
     run = _run_dir(args, "train")
     run.write_config({"command": "train", "data": args.data, **asdict(cfg)})
@@ -239,11 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    from replens.ssl import list_plugins
+    p.add_argument("--from", dest="init_from", default=None, metavar="CHECKPOINT",
+                   help="start from these backbone weights (backbone.safetensors or a training checkpoint)")
+    from replens.ssl import list_plugins, plugin_class
 
     for name, help_text in list_plugins().items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"plugin_{name}", action="store_true",
                        help=f"plug-in: {help_text} (arguments: --set plugin_args.{name}.KEY=VALUE)")
+        for flag, (_, typ, flag_help) in plugin_class(name).cli_options.items():
+            p.add_argument(f"--{flag}", dest=f"plugin_{name}_{flag.replace('-', '_')}", type=typ, default=None,
+                           help=f"{flag_help} (enables --{name.replace('_', '-')})")
     _config_opts(p)
     _common(p)
     p.set_defaults(handler=cmd_train)

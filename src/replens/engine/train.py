@@ -48,6 +48,9 @@ class TrainConfig:
         weight_decay: Weight decay.
         momentum: SGD/LARS momentum.
         warmup_epochs: Linear warm-up length, then cosine decay to 0.
+        init_from: Backbone weights to start from: a ``backbone.safetensors``
+            written by a run, any weights file ``replens.models.load_weights``
+            reads, or a training ``checkpoint.pt`` (its backbone is taken).
         plugins: Training plug-ins (``replens list``), e.g. ``["ddm", "fda"]``.
         plugin_args: Per plug-in keyword arguments, e.g. ``{"ddm": {"prefix_dim": 16}}``.
         channels_last: Use channels-last memory format (faster convolutions on GPUs).
@@ -75,6 +78,7 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 1.0
     method_args: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
     plugins: list[str] = field(default_factory=list)
     plugin_args: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False
@@ -133,6 +137,21 @@ def _unwrap(model: torch.nn.Module) -> Any:
             return model
 
 
+def _init_backbone(backbone: torch.nn.Module, path: str | Path) -> None:
+    """Load starting weights: a training checkpoint's backbone, or a weights file."""
+    from replens.models import load_weights
+
+    if str(path).endswith(".pt"):
+        ckpt = load_checkpoint(path)
+        if isinstance(ckpt, dict) and "model" in ckpt and "state" in ckpt:
+            state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise KeyError(f"{path}: backbone keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            return
+    load_weights(backbone, path)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``)."""
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -174,6 +193,8 @@ def train(
     fabric.seed_everything(config.seed, verbose=False)
     plugins = [create_plugin(name, **config.plugin_args.get(name, {})) for name in config.plugins]
     backbone = create_backbone(config.backbone)
+    if config.init_from:
+        _init_backbone(backbone, config.init_from)
     mean, std = backbone.mean, backbone.std
     for plugin in plugins:
         backbone = plugin.wrap_backbone(backbone)

@@ -20,6 +20,7 @@ from replens.ssl.base import (
     list_methods,
     list_plugins,
     momentum_copy,
+    plugin_class,
     register_method,
     register_plugin,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "list_methods",
     "list_plugins",
     "momentum_copy",
+    "plugin_class",
     "register_method",
     "register_plugin",
 ]

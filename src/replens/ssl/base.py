@@ -138,6 +138,8 @@ class TrainPlugin(nn.Module):
     """
 
     name: str = ""
+    #: Extra ``replens train`` flags: ``{"flag-name": (kwarg, type, help)}``; giving one enables the plug-in.
+    cli_options: dict[str, tuple[str, type, str]] = {}
 
     def wrap_backbone(self, backbone: nn.Module) -> nn.Module:
         return backbone
@@ -180,6 +182,13 @@ def register_plugin(name: str, help: str) -> Callable[[type[TrainPlugin]], type[
     return wrap
 
 
+def plugin_class(name: str) -> type[TrainPlugin]:
+    """The registered plug-in class ``name``."""
+    if name not in _PLUGINS:
+        raise KeyError(f"unknown training plug-in {name!r}; registered: {', '.join(sorted(_PLUGINS)) or 'none'}")
+    return _PLUGINS[name][0]
+
+
 def list_plugins() -> dict[str, str]:
     """Registered plug-in names and their one-line help."""
     return {name: help for name, (_, help) in sorted(_PLUGINS.items())}
@@ -187,6 +196,4 @@ def list_plugins() -> dict[str, str]:
 
 def create_plugin(name: str, **kwargs: Any) -> TrainPlugin:
     """Instantiate the registered plug-in ``name``."""
-    if name not in _PLUGINS:
-        raise KeyError(f"unknown training plug-in {name!r}; registered: {', '.join(sorted(_PLUGINS)) or 'none'}")
-    return _PLUGINS[name][0](**kwargs)
+    return plugin_class(name)(**kwargs)
