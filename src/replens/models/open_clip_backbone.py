@@ -1,0 +1,163 @@
+"""The image tower of an open_clip model (``open_clip:<model>[:<pretrained tag>]``).
+
+The representation is the tower's output: the projected image embedding of
+size ``embed_dim`` (not L2-normalised), i.e. what CLIP compares with text.
+Only ``model.visual`` is kept; the text tower is discarded. Layer names are
+relative to the tower: ``transformer.resblocks.<i>`` for ViTs (batch-first
+tokens (B, N, D), one class token), ``layer1`` .. ``layer4`` for the modified
+ResNets.
+
+A pretrained tag names the weights, so ``open_clip:ViT-B-32:openai`` loads them
+(like ``pretrained=True``); ``pretrained=True`` without a tag uses the model's
+first listed tag. Weights are read from open_clip's caches (the Hugging Face
+hub cache, or ``~/.cache/clip`` for URL weights); without them and without a
+network, a :class:`~replens.models.weights.WeightsError` says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from replens.models.backbone import Backbone, register_backbone
+from replens.models.weights import WeightsError, require_network
+
+__all__ = ["OpenClipBackbone"]
+
+
+class OpenClipBackbone(Backbone):
+    """Wrap ``clip_model.visual``; its modules live under ``visual``.
+
+    Args:
+        visual: The image tower of an open_clip model.
+        mean: Normalisation mean of the weights (open_clip's preprocess config).
+        std: Normalisation std.
+
+    Shape:
+        - Input: (B, 3, S, S), normalised, S = the tower's image size
+        - Output: (B, embed_dim)
+    """
+
+    def __init__(self, visual: nn.Module, mean: Any, std: Any) -> None:
+        size = getattr(visual, "image_size", None)
+        if isinstance(size, tuple | list):
+            size = size[-1]
+        super().__init__(
+            feature_dim=int(visual.output_dim),
+            mean=tuple(mean),
+            std=tuple(std),
+            input_size=int(size) if size else None,
+        )
+        self.visual = visual
+        self.num_prefix_tokens = 1 if getattr(visual, "class_embedding", None) is not None else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.visual(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    def layer_root(self) -> nn.Module:
+        return self.visual
+
+    def layer_names(self) -> list[str]:
+        transformer = getattr(self.visual, "transformer", None)
+        if transformer is not None and hasattr(transformer, "resblocks"):
+            return [f"transformer.resblocks.{i}" for i in range(len(transformer.resblocks))]
+        if all(hasattr(self.visual, f"layer{i}") for i in range(1, 5)):
+            return ["layer1", "layer2", "layer3", "layer4"]
+        return [name for name, _ in self.visual.named_children()]
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep the ``visual.`` part of a full CLIP state dict; accept bare tower keys."""
+        if any(k.startswith("visual.") for k in state):
+            return {k: v for k, v in state.items() if k.startswith("visual.")}
+        return {f"visual.{k}": v for k, v in state.items()}
+
+
+def _cached_open_clip_file(model: str, tag: str, cfg: dict[str, Any]) -> tuple[str | None, list[str], str]:
+    """Find cached weights for (model, tag): (path or None, places looked, download url/host)."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    looked: list[str] = []
+    source = ""
+    if cfg.get("file"):
+        looked.append(cfg["file"])
+        if os.path.isfile(cfg["file"]):
+            return cfg["file"], looked, source
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        # open_clip writes 'org/repo/' (default file names) or 'org/repo/file.bin'
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        for name in names:
+            found = try_to_load_from_cache(repo, name)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found, looked, source
+        looked.append(f"{HF_HUB_CACHE}/models--{repo.replace('/', '--')} ({', '.join(names)})")
+        source = f"https://huggingface.co/{repo}"
+    if cfg.get("url"):
+        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
+        looked.append(cached)
+        if os.path.isfile(cached):
+            return cached, looked, source
+        source = source or cfg["url"]
+    return None, looked, source
+
+
+@register_backbone(
+    "open_clip",
+    help="open_clip image tower, e.g. open_clip:ViT-B-32:openai (a tag loads its weights)",
+    family=True,
+    placeholder="<model>[:<pretrained tag>]",
+)
+def open_clip_backbone(spec: str, *, pretrained: bool = False, **kwargs: Any) -> OpenClipBackbone:
+    """Build ``open_clip:<model>[:<tag>]``; ``kwargs`` go to ``open_clip.create_model``.
+
+    Args:
+        spec: ``<model>`` or ``<model>:<pretrained tag>``.
+        pretrained: Load weights (the tag's, or the first listed tag's).
+        **kwargs: e.g. ``embed_dim=32, vision_cfg={...}`` for a custom tiny model.
+    """
+    import open_clip
+
+    model_name, _, tag = spec.partition(":")
+    if model_name not in open_clip.list_models():
+        raise KeyError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    if pretrained and not tag:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if not tags:
+            raise WeightsError(f"open_clip model {model_name!r} has no pretrained tags; pass weights=PATH")
+        tag = tags[0]
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    checkpoint = None
+    if tag:
+        cfg = open_clip.get_pretrained_cfg(model_name, tag)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
+        mean, std = cfg.get("mean", mean), cfg.get("std", std)
+        checkpoint, looked, source = _cached_open_clip_file(model_name, tag, cfg)
+        if checkpoint is None:
+            how = (
+                f"Run open_clip.create_model('{model_name}', pretrained='{tag}') on a connected "
+                "machine and copy its cache, or pass "
+                f"create_backbone('open_clip:{model_name}', weights=PATH)."
+            )
+            require_network(source or "huggingface.co", f"open_clip:{model_name}:{tag}", looked, how)
+            try:
+                from open_clip.pretrained import download_pretrained
+
+                checkpoint = download_pretrained(cfg)
+            except Exception as exc:  # network/hub errors: re-raised as one clear error
+                raise WeightsError(f"downloading open_clip:{model_name}:{tag} failed: {exc}. {how}") from None
+        kwargs.setdefault("force_quick_gelu", bool(cfg.get("quick_gelu", False)))
+    model = open_clip.create_model(model_name, pretrained=checkpoint, **kwargs)
+    visual = model.visual
+    del model
+    return OpenClipBackbone(visual, mean=mean, std=std)
