@@ -43,8 +43,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from replens.models import list_backbones
     from replens.ssl import list_methods, list_plugins
 
-    sections = {"backbones": list_backbones(), "data sources": list_sources(), "ssl methods": list_methods(),
-                "training plug-ins (replens train --NAME)": list_plugins()}
+    sections = {
+        "backbones": list_backbones(),
+        "data sources": list_sources(),
+        "ssl methods": list_methods(),
+        "training plug-ins (replens train --NAME)": list_plugins(),
+    }
     for title, items in sections.items():
         print(f"{title}:")
         width = max((len(k) for k in items), default=0)
@@ -58,8 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_world(args: argparse.Namespace) -> int:
     from replens.world import WorldConfig, generate_world, save_preview
 
-    cfg = WorldConfig(n=args.n, size=args.size, domains=args.domains.split(","), seed=args.seed,
-                      spurious=args.spurious)
+    cfg = WorldConfig(n=args.n, size=args.size, domains=args.domains.split(","), seed=args.seed, spurious=args.spurious)
     out = args.out if args.out is not None else Path("runs") / f"world-n{args.n}-s{args.size}-seed{args.seed}"
     t0 = time.perf_counter()
     path = Path(generate_world(cfg, out, progress=not args.quiet))
@@ -97,9 +100,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     source = open_source(args.data, image_size=args.image_size)
     backbone = _backbone(args)
     t0 = time.perf_counter()
-    path = extract_features(backbone, source, out, layer=args.layer, normalize=args.normalize,
-                            batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-                            progress=not args.quiet)
+    path = extract_features(
+        backbone,
+        source,
+        out,
+        layer=args.layer,
+        normalize=args.normalize,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
     elapsed = time.perf_counter() - t0
     run.write_metrics({"samples": len(source), "seconds": elapsed, "samples_per_s": len(source) / max(elapsed, 1e-9)})
     print(f"embeddings: {path} ({len(source)} samples)")
@@ -124,16 +135,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
         for split, spec in (("train", args.data), ("test", args.test_data)):
             src = open_source(spec, image_size=args.image_size)
             embs[split] = load_embeddings(
-                extract_features(backbone, src, run / f"embeddings-{split}", normalize=args.normalize,
-                                 device=args.device, progress=not args.quiet)
+                extract_features(
+                    backbone,
+                    src,
+                    run / f"embeddings-{split}",
+                    normalize=args.normalize,
+                    device=args.device,
+                    progress=not args.quiet,
+                )
             )
         tr, te = embs["train"], embs["test"]
         domain_names, class_names = list(src.domain_names), list(src.classes)
     else:
         raise ConfigError("give --train-emb and --test-emb, or --model, --data and --test-data")
     metrics = evaluate_representations(
-        tr.features, tr.labels, te.features, te.labels, test_domains=te.domains, domain_names=domain_names,
-        class_names=class_names, weight_decay=args.weight_decay, knn_k=args.k, device=args.device,
+        tr.features,
+        tr.labels,
+        te.features,
+        te.labels,
+        test_domains=te.domains,
+        domain_names=domain_names,
+        class_names=class_names,
+        weight_decay=args.weight_decay,
+        knn_k=args.k,
+        device=args.device,
     )
     run.write_metrics(metrics)
     print(f"linear top-1 {metrics['linear']['top1']:.2f}%  kNN top-1 {metrics['knn']['top1']:.2f}%")
@@ -150,8 +175,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from replens.ssl import list_plugins, plugin_class
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    flags = {k: getattr(args, k) for k in ("method", "backbone", "epochs", "batch_size", "lr", "image_size")
-             if getattr(args, k) is not None}
+    flags = {
+        k: getattr(args, k)
+        for k in ("method", "backbone", "epochs", "batch_size", "lr", "image_size")
+        if getattr(args, k) is not None
+    }
     plugins = list(cfg.plugins)
     plugin_sets = []
     for name in list_plugins():
@@ -203,14 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("world", help="generate the embedded scene world",
-                       description="Generate the embedded multi-domain scene world into a cached folder.")
+    p = sub.add_parser(
+        "world",
+        help="generate the embedded scene world",
+        description="Generate the embedded multi-domain scene world into a cached folder.",
+    )
     p.add_argument("--n", type=int, default=20000, help="number of scenes (default 20000)")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--domains", default="photo,cartoon,sketch,painting", help="comma-separated render domains")
     p.add_argument("--spurious", type=float, default=0.0, help="spurious background-class correlation in train")
-    p.add_argument("--preview", nargs="?", const="auto", default=None, metavar="PNG",
-                   help="also save a preview grid, one row per domain (default: OUT/preview.png)")
+    p.add_argument(
+        "--preview",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PNG",
+        help="also save a preview grid, one row per domain (default: OUT/preview.png)",
+    )
     _common(p, "dataset folder (default: runs/world-n<N>-s<SIZE>-seed<SEED>)")
     p.set_defaults(handler=cmd_world)
 
@@ -251,16 +288,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--from", dest="init_from", default=None, metavar="CHECKPOINT",
-                   help="start from these backbone weights (backbone.safetensors or a training checkpoint)")
+    p.add_argument(
+        "--from",
+        dest="init_from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from these backbone weights (backbone.safetensors or a training checkpoint)",
+    )
     from replens.ssl import list_plugins, plugin_class
 
     for name, help_text in list_plugins().items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=f"plugin_{name}", action="store_true",
-                       help=f"plug-in: {help_text} (arguments: --set plugin_args.{name}.KEY=VALUE)")
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"plugin_{name}",
+            action="store_true",
+            help=f"plug-in: {help_text} (arguments: --set plugin_args.{name}.KEY=VALUE)",
+        )
         for flag, (_, typ, flag_help) in plugin_class(name).cli_options.items():
-            p.add_argument(f"--{flag}", dest=f"plugin_{name}_{flag.replace('-', '_')}", type=typ, default=None,
-                           help=f"{flag_help} (enables --{name.replace('_', '-')})")
+            p.add_argument(
+                f"--{flag}",
+                dest=f"plugin_{name}_{flag.replace('-', '_')}",
+                type=typ,
+                default=None,
+                help=f"{flag_help} (enables --{name.replace('_', '-')})",
+            )
     _config_opts(p)
     _common(p)
     p.set_defaults(handler=cmd_train)

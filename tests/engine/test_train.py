@@ -28,8 +28,16 @@ class _Blobs(ImageSource):
 
 
 def _cfg(**kw):
-    base = dict(backbone="small_cnn", image_size=16, epochs=3, batch_size=16, log_every=1, checkpoint_every=0,
-                warmup_epochs=0.5, accelerator="cpu")
+    base = dict(
+        backbone="small_cnn",
+        image_size=16,
+        epochs=3,
+        batch_size=16,
+        log_every=1,
+        checkpoint_every=0,
+        warmup_epochs=0.5,
+        accelerator="cpu",
+    )
     base.update(kw)
     return TrainConfig(**base)
 

@@ -21,8 +21,9 @@ def test_linear_probe_matches_sklearn_objective():
     xs = (x - x.mean(0)) / x.std(0, ddof=1)
     ref = LogisticRegression(C=1.0 / (wd * len(x)), max_iter=5000, tol=1e-10).fit(xs, y)
     # same convex objective -> same minimiser
-    np.testing.assert_allclose(probe.weight.numpy() - probe.weight.numpy().mean(0),
-                               ref.coef_ - ref.coef_.mean(0), atol=2e-3)
+    np.testing.assert_allclose(
+        probe.weight.numpy() - probe.weight.numpy().mean(0), ref.coef_ - ref.coef_.mean(0), atol=2e-3
+    )
     assert (probe.predict(x) == ref.predict(xs)).mean() == 1.0
 
 
@@ -70,7 +71,8 @@ def test_accuracy_report_per_domain_and_class():
 
 def test_evaluate_representations_reports_both_probes():
     x, y = _blobs(n=400)
-    out = evaluate_representations(x[:300], y[:300], x[300:], y[300:], test_domains=np.zeros(100, int),
-                                   domain_names=["d0"])
+    out = evaluate_representations(
+        x[:300], y[:300], x[300:], y[300:], test_domains=np.zeros(100, int), domain_names=["d0"]
+    )
     assert out["linear"]["top1"] > 90 and out["knn"]["top1"] > 90
     assert out["linear"]["per_domain"]["d0"] == out["linear"]["top1"]

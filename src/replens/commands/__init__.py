@@ -15,7 +15,9 @@ from pathlib import Path
 from replens.runs import RunDir, default_run_dir
 
 
-def add_common_options(p: argparse.ArgumentParser, out_help: str = "run folder (default: runs/<command>-<time>)") -> None:
+def add_common_options(
+    p: argparse.ArgumentParser, out_help: str = "run folder (default: runs/<command>-<time>)"
+) -> None:
     """``--seed``, ``--out`` and ``--quiet``."""
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", type=Path, default=None, help=out_help)
@@ -25,8 +27,14 @@ def add_common_options(p: argparse.ArgumentParser, out_help: str = "run folder (
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """``--config FILE.yaml`` and repeatable ``--set key=value``."""
     p.add_argument("--config", type=Path, default=None, help="YAML file with config values")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
+    )
 
 
 def run_dir_from_args(args: argparse.Namespace, command: str) -> RunDir:

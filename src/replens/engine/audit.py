@@ -59,8 +59,9 @@ def _world_dir(config: AuditConfig, progress: bool) -> Path:
     return Path(generate_world(wcfg, out, progress=progress))
 
 
-def _probe(backbone: torch.nn.Module, train_src: Any, test_src: Any, folder: Path, config: AuditConfig,
-           progress: bool) -> dict[str, Any]:
+def _probe(
+    backbone: torch.nn.Module, train_src: Any, test_src: Any, folder: Path, config: AuditConfig, progress: bool
+) -> dict[str, Any]:
     from replens.evaluate import evaluate_representations
     from replens.models import extract_features, load_embeddings
 
@@ -70,8 +71,14 @@ def _probe(backbone: torch.nn.Module, train_src: Any, test_src: Any, folder: Pat
         embs[split] = load_embeddings(out)
     tr, te = embs["train"], embs["test"]
     return evaluate_representations(
-        tr.features, tr.labels, te.features, te.labels, test_domains=te.domains,
-        domain_names=list(test_src.domain_names), class_names=list(test_src.classes), device=config.device,
+        tr.features,
+        tr.labels,
+        te.features,
+        te.labels,
+        test_domains=te.domains,
+        domain_names=list(test_src.domain_names),
+        class_names=list(test_src.classes),
+        device=config.device,
     )
 
 
@@ -131,6 +138,10 @@ def render_summary(metrics: dict[str, Any], tcfg: TrainConfig) -> str:
         f"| **all** | **{t['linear']['top1']:.2f}** | {r['linear']['top1']:.2f} | "
         f"**{t['knn']['top1']:.2f}** | {r['knn']['top1']:.2f} |"
     )
-    lines += ["", f"Protocol: {t['protocol']['linear']}; kNN {t['protocol']['knn']}.",
-              f"Total time: {metrics['seconds']:.0f} s.", ""]
+    lines += [
+        "",
+        f"Protocol: {t['protocol']['linear']}; kNN {t['protocol']['knn']}.",
+        f"Total time: {metrics['seconds']:.0f} s.",
+        "",
+    ]
     return "\n".join(lines)

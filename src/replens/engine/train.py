@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from replens.augment.views import ViewPipeline
+from replens.augment.views import ViewConfig, ViewPipeline
 from replens.data.base import BadImageGuard, ImageSource, collate_samples
 from replens.runs import atomic_write, atomic_write_json
 
@@ -55,6 +55,10 @@ class TrainConfig:
         plugin_args: Per plug-in keyword arguments, e.g. ``{"ddm": {"prefix_dim": 16}}``.
         channels_last: Use channels-last memory format (faster convolutions on GPUs).
         compile: Wrap the model in ``torch.compile``.
+        online_probe: Train a linear classifier on the detached representation
+            alongside (when labels exist) and log its running accuracy.
+        knn_every: Epochs between kNN monitor evaluations (needs ``monitor``; 0: off).
+        tensorboard: Also log to ``run_dir/tensorboard``.
         method_args: Keyword arguments of the method's constructor (e.g.
             ``{"temperature": 0.2}``; see each recipe's docstring).
         num_workers: DataLoader workers.
@@ -83,6 +87,9 @@ class TrainConfig:
     plugin_args: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False
     compile: bool = False
+    online_probe: bool = True
+    knn_every: int = 1
+    tensorboard: bool = False
     num_workers: int = 0
     accelerator: str = "auto"
     devices: int = 1
@@ -118,8 +125,9 @@ def _make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adamw, sgd or lars")
 
 
-def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                     plugins: list[Any]) -> None:
+def _save_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, plugins: list[Any]
+) -> None:
     extra = {p.name: p.extra_state() for p in plugins}
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "plugins": extra}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -144,10 +152,12 @@ def _init_backbone(backbone: torch.nn.Module, path: str | Path) -> None:
     if str(path).endswith(".pt"):
         ckpt = load_checkpoint(path)
         if isinstance(ckpt, dict) and "model" in ckpt and "state" in ckpt:
-            state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+            state = {k[len("backbone.") :]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
             missing, unexpected = backbone.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise KeyError(f"{path}: backbone keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+                raise KeyError(
+                    f"{path}: backbone keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                )
             return
     load_weights(backbone, path)
 
@@ -155,6 +165,45 @@ def _init_backbone(backbone: torch.nn.Module, path: str | Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _base_backbone(backbone: torch.nn.Module) -> torch.nn.Module:
+    """The plain encoder inside plug-in wrappers (a wrapper exposes it as ``base_backbone``)."""
+    while isinstance(getattr(backbone, "base_backbone", None), torch.nn.Module):
+        backbone = backbone.base_backbone
+    return backbone
+
+
+@torch.no_grad()
+def _knn_monitor(
+    backbone: torch.nn.Module,
+    bank: ImageSource,
+    queries: ImageSource,
+    pipeline: ViewPipeline,
+    device: torch.device,
+    batch_size: int,
+) -> float:
+    """kNN top-1 (%) of ``queries`` against ``bank`` with the current encoder (centre views, no augmentation)."""
+    from replens.evaluate import knn_predict
+
+    was_training = backbone.training
+    backbone.eval()
+    feats = []
+    for src in (bank, queries):
+        loader = torch.utils.data.DataLoader(src, batch_size=batch_size, collate_fn=collate_samples)
+        rows, labels = [], []
+        for b in loader:
+            x = b["image"].to(device)
+            if not len(x):
+                continue
+            rows.append(backbone(pipeline.apply(x, pipeline.sample(len(x), device=device))).float().cpu())
+            labels.append(b["label"])
+        feats.append((torch.cat(rows).numpy(), torch.cat(labels).numpy()))
+    backbone.train(was_training)
+    (bx, by), (qx, qy) = feats
+    keep = by >= 0
+    pred = knn_predict(bx[keep], by[keep], qx, device=device)
+    return float(100.0 * (pred == qy).mean())
 
 
 def train(
@@ -166,8 +215,15 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    monitor: tuple[ImageSource, ImageSource] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.method`` on ``source``; write checkpoints and metrics.
+
+    With ``devices > 1`` Fabric runs DDP: each global batch of
+    ``batch_size`` images is split evenly across the processes (the data order
+    does not depend on the process count), each process draws its own views,
+    batch norm is synchronised on GPUs, and only rank 0 writes files. From the CLI, Fabric re-launches the same command per
+    process.
 
     Args:
         config: The run's configuration.
@@ -178,9 +234,12 @@ def train(
         progress: Show a progress bar.
         stop_after: Return after this many steps in this call (tests of resume).
         on_step: Called with (step, metrics) after every step.
+        monitor: ``(bank, queries)`` sources for a kNN accuracy monitor run
+            every ``config.knn_every`` epochs and at the end.
 
     Returns:
-        Summary: steps, final loss, images/s, paths.
+        Summary: steps, final loss, images/s, monitors, paths; and
+        ``"backbone"``, the trained encoder module.
     """
     from lightning.fabric import Fabric
 
@@ -188,8 +247,18 @@ def train(
     from replens.ssl import create_method, create_plugin
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, precision=config.precision)
+    strategy = "ddp" if config.devices > 1 else "auto"
+    fabric = Fabric(
+        accelerator=config.accelerator, devices=config.devices, strategy=strategy, precision=config.precision
+    )
+    if config.devices > 1:
+        fabric.launch()
+    world, rank = fabric.world_size, fabric.global_rank
+    if config.batch_size % world:
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by the {world} processes")
+    is_main = fabric.is_global_zero
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     fabric.seed_everything(config.seed, verbose=False)
     plugins = [create_plugin(name, **config.plugin_args.get(name, {})) for name in config.plugins]
     backbone = create_backbone(config.backbone)
@@ -198,16 +267,31 @@ def train(
     mean, std = backbone.mean, backbone.std
     for plugin in plugins:
         backbone = plugin.wrap_backbone(backbone)
-    model = create_method(config.method, backbone, **config.method_args)
+    method_args = dict(config.method_args)
+    if world > 1 and config.method in ("simclr", "barlow_twins", "vicreg"):
+        method_args.setdefault("gather_distributed", True)
+    model = create_method(config.method, backbone, **method_args)
+    if world > 1 and fabric.device.type == "cuda":  # SyncBatchNorm has no CPU kernels
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     view_configs = model.view_configs(config.image_size, mean, std)
     for plugin in plugins:
         view_configs = plugin.view_configs(view_configs)
     pipelines = [ViewPipeline(v) for v in view_configs]
-    data_info = {"num_domains": len(source.domain_names), "domains": np.asarray(source.domains),
-                 "labels": np.asarray(source.labels), "num_samples": len(source), "epochs": config.epochs}
+    labels_all = np.asarray(source.labels)
+    data_info = {
+        "num_domains": len(source.domain_names),
+        "domains": np.asarray(source.domains),
+        "labels": labels_all,
+        "num_samples": len(source),
+        "epochs": config.epochs,
+    }
     for plugin in plugins:
         plugin.setup(model, data_info)
     model.plugins = torch.nn.ModuleList(plugins)
+    num_classes = int(labels_all.max()) + 1 if len(labels_all) and labels_all.max() >= 0 else 0
+    if config.online_probe and num_classes > 1:
+        # solo-learn style online linear probe on the detached representation, trained by the same optimiser
+        model.online_probe = torch.nn.Linear(int(_base_backbone(backbone).feature_dim), num_classes)
     private = {id(p) for plugin in plugins for p in plugin.private_parameters()}
     optimizer = _make_optimizer(config, [p for p in model.parameters() if p.requires_grad and id(p) not in private])
     if config.channels_last:
@@ -231,85 +315,162 @@ def train(
         step = int(ckpt["state"]["step"])
         for plugin in plugins:
             plugin.load_extra_state(ckpt.get("plugins", {}).get(plugin.name, {}))
+    raw_model = model
     if config.compile:
         model = torch.compile(model)
     model, optimizer = fabric.setup(model, optimizer)
     device = fabric.device
     metrics_path = run_dir / "metrics.jsonl"
-    if step == 0:
-        metrics_path.write_text("")
-    else:  # drop lines logged after the checkpoint we resume from
-        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        atomic_write(metrics_path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in lines)))
+    if is_main:
+        if step == 0:
+            metrics_path.write_text("")
+        else:  # drop lines logged after the checkpoint we resume from
+            lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            atomic_write(metrics_path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in lines)))
+    writer = None
+    if config.tensorboard and is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    per_rank = config.batch_size // world
 
     def batches() -> Iterator[dict[str, Any]]:
         epoch, offset = divmod(step, steps_per_epoch)
         while True:
-            plan = _epoch_batches(n, config.batch_size, config.seed, epoch)[offset:]
+            plan = [
+                b[rank * per_rank : (rank + 1) * per_rank]
+                for b in _epoch_batches(n, config.batch_size, config.seed, epoch)[offset:]
+            ]
             loader = torch.utils.data.DataLoader(
-                source, batch_sampler=plan, collate_fn=collate_samples, num_workers=config.num_workers,
+                source,
+                batch_sampler=plan,
+                collate_fn=collate_samples,
+                num_workers=config.num_workers,
                 pin_memory=device.type == "cuda",
             )
             yield from loader
             epoch, offset = epoch + 1, 0
 
-    raw = _unwrap(model)
-    guard = BadImageGuard()
+    raw = raw_model
+    guard = BadImageGuard(max_bad_fraction=getattr(source, "max_bad_fraction", 0.01))
     view_gen = torch.Generator(device=device)
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {config.method}", unit="step")
+    bar = tqdm(
+        total=total, initial=step, disable=not (progress and is_main), desc=f"train {config.method}", unit="step"
+    )
     t0, seen, last_loss, calls = time.perf_counter(), 0, float("nan"), 0
+    monitors: dict[str, float] = {}
+    eval_pipe = ViewPipeline(
+        ViewConfig(
+            size=config.image_size,
+            crop_scale=(1.0, 1.0),
+            crop_ratio=(1.0, 1.0),
+            hflip_prob=0.0,
+            jitter_prob=0.0,
+            gray_prob=0.0,
+            mean=mean,
+            std=std,
+        )
+    )
     model.train()
-    with open(metrics_path, "a", encoding="utf-8") as log:
+    log = open(metrics_path, "a", encoding="utf-8") if is_main else None
+    try:
         for batch in batches():
             if step >= total or (stop_after is not None and calls >= stop_after):
                 break
             guard.update(batch)
             images = batch["image"].to(device, non_blocking=True)
-            if images.shape[0] < 2:
-                continue
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, warmup, config.lr)
-            raw.on_step_start(step, total, step // steps_per_epoch)
+            epoch = step // steps_per_epoch
+            raw.on_step_start(step, total, epoch)
             views = []
             for k, pipe in enumerate(pipelines):
-                view_gen.manual_seed(config.seed * 1_000_003 + step * 16 + k)
+                view_gen.manual_seed(config.seed * 1_000_003 + step * 16 + k + 7919 * rank)
                 view = pipe(images, view_gen)
                 views.append(view.contiguous(memory_format=torch.channels_last) if config.channels_last else view)
-            dev_batch = {**batch, "label": batch["label"].to(device), "domain": batch["domain"].to(device),
-                         "index": batch["index"].to(device)}
+            dev_batch = {
+                **batch,
+                "label": batch["label"].to(device),
+                "domain": batch["domain"].to(device),
+                "index": batch["index"].to(device),
+            }
             out = model(views)
             loss, terms = out["loss"], {}
             for plugin in plugins:
                 for key, value in plugin.loss(out, dev_batch, step).items():
                     terms[f"{plugin.name}/{key}"] = value
                     loss = loss + value
+            probe_acc = None
+            if hasattr(raw, "online_probe"):
+                labelled = dev_batch["label"] >= 0
+                if bool(labelled.any()):
+                    logits = raw.online_probe(out["representation"][labelled].float())
+                    probe_loss = torch.nn.functional.cross_entropy(logits, dev_batch["label"][labelled])
+                    loss = loss + probe_loss
+                    probe_acc = float((logits.argmax(1) == dev_batch["label"][labelled]).float().mean()) * 100
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             optimizer.step()
             raw.on_step_end(step, total)
             extra = {}
             for plugin in plugins:
-                extra.update({f"{plugin.name}/{k}": v for k, v in plugin.after_step(step, total, out, dev_batch).items()})
-            step, calls, seen = step + 1, calls + 1, seen + images.shape[0]
-            last_loss = float(loss.detach())
+                extra.update(
+                    {f"{plugin.name}/{k}": v for k, v in plugin.after_step(step, total, out, dev_batch).items()}
+                )
+            step, calls, seen = step + 1, calls + 1, seen + images.shape[0] * world
+            last_loss = float(out["loss"].detach()) + sum(float(v.detach()) for v in terms.values())
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"loss became {last_loss} at step {step}; lower the learning rate")
-            record = {"step": step, "loss": last_loss, "ssl_loss": float(out["loss"].detach()),
-                      "lr": optimizer.param_groups[0]["lr"], **{k: float(v.detach()) for k, v in terms.items()}, **extra}
-            if step % config.log_every == 0 or step == total:
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "loss": last_loss,
+                "ssl_loss": float(out["loss"].detach()),
+                "lr": optimizer.param_groups[0]["lr"],
+                **{k: float(v.detach()) for k, v in terms.items()},
+                **extra,
+            }
+            if probe_acc is not None:
+                record["online_probe_acc"] = probe_acc
+            end_of_epoch = step % steps_per_epoch == 0 or step == total
+            if (
+                monitor is not None
+                and end_of_epoch
+                and config.knn_every
+                and ((step // steps_per_epoch) % config.knn_every == 0 or step == total)
+            ):
+                monitors["knn_acc"] = _knn_monitor(
+                    _base_backbone(raw.backbone), monitor[0], monitor[1], eval_pipe, device, config.batch_size
+                )
+                record["knn_acc"] = monitors["knn_acc"]
+            if is_main and (step % config.log_every == 0 or step == total or "knn_acc" in record):
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            writer.add_scalar(key, value, step)
             if on_step is not None:
                 on_step(step, record)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}")
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == total:
-                _save_checkpoint(ckpt_path, model, optimizer, {"step": step, "config": asdict(config)}, plugins)
-    bar.close()
+                if is_main:
+                    _save_checkpoint(ckpt_path, raw, optimizer, {"step": step, "config": asdict(config)}, plugins)
+                fabric.barrier()
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        if writer is not None:
+            writer.close()
+    guard.finish()
     elapsed = time.perf_counter() - t0
     backbone_path = run_dir / "backbone.safetensors"
-    if step >= total:
-        state = {k: v.detach().contiguous().cpu() for k, v in raw.backbone.state_dict().items()}
+    encoder = _base_backbone(raw.backbone)
+    if step >= total and is_main:
+        state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
         atomic_write(backbone_path, lambda tmp: save_file(state, str(tmp), metadata={"backbone": config.backbone}))
     summary = {
         "steps": step,
@@ -318,8 +479,11 @@ def train(
         "final_loss": last_loss,
         "images_per_s": seen / elapsed if elapsed > 0 else float("nan"),
         "bad_images": len(guard.bad_names),
+        "world_size": world,
+        **monitors,
         "checkpoint": str(ckpt_path),
         "backbone_weights": str(backbone_path) if step >= total else None,
     }
-    atomic_write_json(run_dir / "train_summary.json", summary)
-    return {**summary, "backbone": raw.backbone}
+    if is_main:
+        atomic_write_json(run_dir / "train_summary.json", summary)
+    return {**summary, "backbone": encoder}

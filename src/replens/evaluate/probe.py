@@ -26,6 +26,13 @@ import torch
 import torch.nn.functional as F
 
 
+def _tensor(array: np.ndarray | torch.Tensor, dtype: torch.dtype, device: str | torch.device) -> torch.Tensor:
+    """A tensor copy of ``array`` (read-only memory maps included) on ``device``."""
+    if isinstance(array, torch.Tensor):
+        return array.to(device=device, dtype=dtype)
+    return torch.from_numpy(np.array(array, dtype=torch.empty(0, dtype=dtype).numpy().dtype)).to(device)
+
+
 @dataclass
 class LinearProbe:
     """A fitted linear classifier on standardised features.
@@ -46,7 +53,7 @@ class LinearProbe:
 
     def logits(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Class scores (N, C) for raw features (N, D)."""
-        x = torch.as_tensor(np.asarray(features), dtype=torch.float64, device=self.weight.device)
+        x = _tensor(features, torch.float64, self.weight.device)
         return ((x - self.mean) / self.std) @ self.weight.T + self.bias
 
     def predict(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -93,7 +100,7 @@ def fit_linear_probe(
     classes, targets = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ValueError("linear probe needs at least two classes in the training set")
-    x = torch.as_tensor(features, dtype=torch.float64, device=device)
+    x = _tensor(features, torch.float64, device)
     y = torch.as_tensor(targets, dtype=torch.long, device=device)
     mean = x.mean(0)
     std = x.std(0).clamp_min(1e-8)
@@ -101,8 +108,13 @@ def fit_linear_probe(
     weight = torch.zeros(len(classes), x.shape[1], dtype=torch.float64, device=device, requires_grad=True)
     bias = torch.zeros(len(classes), dtype=torch.float64, device=device, requires_grad=True)
     opt = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-        tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe",
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
@@ -142,12 +154,12 @@ def knn_predict(
     """
     train_labels = np.asarray(train_labels)
     classes, targets = np.unique(train_labels, return_inverse=True)
-    bank = F.normalize(torch.as_tensor(np.asarray(train_features), dtype=torch.float32, device=device), dim=1)
+    bank = F.normalize(_tensor(train_features, torch.float32, device), dim=1)
     y = torch.as_tensor(targets, device=device)
     k = min(k, len(bank))
     out = []
     for start in range(0, len(test_features), batch_size):
-        q = torch.as_tensor(np.asarray(test_features[start : start + batch_size]), dtype=torch.float32, device=device)
+        q = _tensor(test_features[start : start + batch_size], torch.float32, device)
         sim = F.normalize(q, dim=1) @ bank.T
         top_sim, top_idx = sim.topk(k, dim=1)
         weights = torch.ones_like(top_sim) if temperature == 0 else (top_sim / temperature).exp()
@@ -221,9 +233,7 @@ def evaluate_representations(
     _check_features(np.asarray(test_features), np.asarray(test_labels), "probe test set")
     probe = fit_linear_probe(train_features, train_labels, weight_decay=weight_decay, device=device)
     linear = accuracy_report(probe.predict(test_features), test_labels, test_domains, domain_names, class_names)
-    knn = knn_predict(
-        train_features, train_labels, test_features, k=knn_k, temperature=knn_temperature, device=device
-    )
+    knn = knn_predict(train_features, train_labels, test_features, k=knn_k, temperature=knn_temperature, device=device)
     knn_acc = accuracy_report(knn, test_labels, test_domains, domain_names, class_names)
     return {
         "linear": linear.as_dict(),

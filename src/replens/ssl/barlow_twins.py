@@ -22,17 +22,24 @@ class BarlowTwins(SSLMethod):
     """Barlow Twins recipe.
 
     Args:
+        gather_distributed: Gather embeddings across DDP processes in the loss.
         backbone: Encoder with ``feature_dim``.
         projection_dim: Projector width and output (8192 in the paper; default 4 x feature size).
         lambda_param: Off-diagonal weight.
     """
 
-    def __init__(self, backbone: nn.Module, projection_dim: int | None = None, lambda_param: float = 0.0051) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_dim: int | None = None,
+        lambda_param: float = 0.0051,
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         out = projection_dim or 4 * dim
         self.projection_head = BarlowTwinsProjectionHead(dim, out, out)
-        self.criterion = BarlowTwinsLoss(lambda_param=lambda_param)
+        self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=gather_distributed)
 
     def view_configs(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> list[ViewConfig]:
         return byol_views(size, mean, std)

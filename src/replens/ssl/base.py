@@ -153,7 +153,9 @@ class TrainPlugin(nn.Module):
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         return {}
 
-    def after_step(self, step: int, total_steps: int, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, float]:
+    def after_step(
+        self, step: int, total_steps: int, out: dict[str, torch.Tensor], batch: dict[str, Any]
+    ) -> dict[str, float]:
         return {}
 
     def private_parameters(self) -> list[nn.Parameter]:

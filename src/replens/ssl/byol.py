@@ -19,8 +19,10 @@ from replens.ssl.base import SSLMethod, ema_update, momentum_copy, register_meth
 def byol_views(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> list[ViewConfig]:
     """BYOL's asymmetric pair: blur 1.0 / 0.1, solarisation 0 / 0.2, jitter (0.4, 0.4, 0.2, 0.1)."""
     common = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
-    return [recipe_view(size, mean, std, blur_prob=1.0, solarize_prob=0.0, **common),
-            recipe_view(size, mean, std, blur_prob=0.1, solarize_prob=0.2, **common)]
+    return [
+        recipe_view(size, mean, std, blur_prob=1.0, solarize_prob=0.0, **common),
+        recipe_view(size, mean, std, blur_prob=0.1, solarize_prob=0.2, **common),
+    ]
 
 
 @register_method("byol", "BYOL: online predictor vs momentum target (Grill et al. 2020)")
@@ -34,8 +36,9 @@ class BYOL(SSLMethod):
         momentum_start: Initial target momentum (0.996), cosine-scheduled to 1.
     """
 
-    def __init__(self, backbone: nn.Module, hidden_dim: int | None = None, output_dim: int = 256,
-                 momentum_start: float = 0.996) -> None:
+    def __init__(
+        self, backbone: nn.Module, hidden_dim: int | None = None, output_dim: int = 256, momentum_start: float = 0.996
+    ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         hidden = hidden_dim or 2 * dim

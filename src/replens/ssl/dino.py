@@ -39,9 +39,17 @@ class DINO(SSLMethod):
         momentum_start: Initial teacher momentum.
     """
 
-    def __init__(self, backbone: nn.Module, output_dim: int = 1024, hidden_dim: int | None = None,
-                 bottleneck_dim: int = 256, n_local: int = 2, teacher_temp: float = 0.04,
-                 warmup_teacher_temp_epochs: int = 0, momentum_start: float = 0.996) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        output_dim: int = 1024,
+        hidden_dim: int | None = None,
+        bottleneck_dim: int = 256,
+        n_local: int = 2,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 0,
+        momentum_start: float = 0.996,
+    ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         head_args = (dim, hidden_dim or 2 * dim, min(bottleneck_dim, dim), output_dim)
@@ -51,8 +59,12 @@ class DINO(SSLMethod):
         self.teacher_head = DINOProjectionHead(*head_args)
         self.teacher_head.load_state_dict(self.head.state_dict())
         self.teacher_head.requires_grad_(False)
-        self.criterion = DINOLoss(output_dim=output_dim, warmup_teacher_temp=min(0.04, teacher_temp),
-                                  teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs)
+        self.criterion = DINOLoss(
+            output_dim=output_dim,
+            warmup_teacher_temp=min(0.04, teacher_temp),
+            teacher_temp=teacher_temp,
+            warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
+        )
         self.n_local, self.momentum_start = n_local, momentum_start
         self.n_views = 2 + n_local
 

@@ -32,9 +32,16 @@ class MoCo(SSLMethod):
         symmetric: Also use view 2 as the query (symmetrised loss).
     """
 
-    def __init__(self, backbone: nn.Module, output_dim: int = 128, temperature: float = 0.2,
-                 queue_size: int = 4096, momentum_start: float = 0.999, momentum_end: float | None = None,
-                 symmetric: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        output_dim: int = 128,
+        temperature: float = 0.2,
+        queue_size: int = 4096,
+        momentum_start: float = 0.999,
+        momentum_end: float | None = None,
+        symmetric: bool = True,
+    ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         self.projection_head = MoCoProjectionHead(dim, dim, output_dim)
@@ -44,8 +51,9 @@ class MoCo(SSLMethod):
         self.momentum_start, self.momentum_end, self.symmetric = momentum_start, momentum_end, symmetric
 
     def view_configs(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> list[ViewConfig]:
-        cfg = recipe_view(size, mean, std, blur_prob=0.5, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
-                          saturation=0.4, hue=0.1)
+        cfg = recipe_view(
+            size, mean, std, blur_prob=0.5, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1
+        )
         return [cfg, cfg]
 
     def _key(self, x: torch.Tensor) -> torch.Tensor:

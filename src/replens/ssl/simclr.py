@@ -22,6 +22,7 @@ class SimCLR(SSLMethod):
     """SimCLR recipe.
 
     Args:
+        gather_distributed: Gather embeddings across DDP processes in the loss.
         backbone: Encoder with ``feature_dim``.
         hidden_dim: Projection head hidden width (default: the feature size).
         output_dim: Projection size.
@@ -29,12 +30,17 @@ class SimCLR(SSLMethod):
     """
 
     def __init__(
-        self, backbone: nn.Module, hidden_dim: int | None = None, output_dim: int = 128, temperature: float = 0.5
+        self,
+        backbone: nn.Module,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        temperature: float = 0.5,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         self.projection_head = SimCLRProjectionHead(dim, hidden_dim or dim, output_dim)
-        self.criterion = NTXentLoss(temperature=temperature)
+        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
 
     def view_configs(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> list[ViewConfig]:
         cfg = simclr_view_config(size, tuple(mean), tuple(std))  # type: ignore[arg-type]

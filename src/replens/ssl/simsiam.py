@@ -25,8 +25,9 @@ class SimSiam(SSLMethod):
         prediction_hidden_dim: Predictor bottleneck (512 for 2048; default output / 4).
     """
 
-    def __init__(self, backbone: nn.Module, output_dim: int | None = None,
-                 prediction_hidden_dim: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, output_dim: int | None = None, prediction_hidden_dim: int | None = None
+    ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         out = output_dim or 2 * dim
@@ -35,8 +36,9 @@ class SimSiam(SSLMethod):
         self.criterion = NegativeCosineSimilarity()
 
     def view_configs(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> list[ViewConfig]:
-        cfg = recipe_view(size, mean, std, blur_prob=0.5, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
-                          saturation=0.4, hue=0.1)
+        cfg = recipe_view(
+            size, mean, std, blur_prob=0.5, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1
+        )
         return [cfg, cfg]
 
     def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -33,8 +33,15 @@ class SwaV(SSLMethod):
         freeze_prototypes_steps: Steps with frozen prototypes.
     """
 
-    def __init__(self, backbone: nn.Module, output_dim: int = 128, n_prototypes: int = 256, n_local: int = 2,
-                 temperature: float = 0.1, freeze_prototypes_steps: int = 0) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        output_dim: int = 128,
+        n_prototypes: int = 256,
+        n_local: int = 2,
+        temperature: float = 0.1,
+        freeze_prototypes_steps: int = 0,
+    ) -> None:
         super().__init__(backbone)
         dim = int(backbone.feature_dim)
         self.projection_head = SwaVProjectionHead(dim, dim, output_dim)

@@ -1,0 +1,109 @@
+"""End-to-end CLI tests on a tiny world (the foundation's commands)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from replens.cli import build_parser, main
+from replens.models import load_embeddings
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in ("config.yaml", "metrics.json", "preview.png")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "w"
+    assert main(["world", "--n", "160", "--size", "32", "--out", str(out), "--preview", "--quiet", "--seed", "3"]) == 0
+    return out
+
+
+def test_every_command_has_help_seed_and_out(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        flags = {o for a in sp._actions for o in a.option_strings}
+        assert {"--help", "--seed", "--out"} <= flags, name
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+
+
+def test_list_shows_registries(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("small_cnn", "cifar_resnet20", "wds", "world", "simclr", "byol"):
+        assert name in out
+
+
+def test_world_writes_manifest_preview_and_is_deterministic(world, tmp_path):
+    manifest = json.loads((world / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["config"]["n"] == 160
+    assert (world / "preview.png").stat().st_size > 1000
+    assert json.loads((world / "metrics.json").read_text())["scenes"] == 160
+    assert yaml.safe_load((world / "config.yaml").read_text())["command"] == "world"
+    again = tmp_path / "again"
+    assert main(["world", "--n", "160", "--size", "32", "--out", str(again), "--quiet", "--seed", "3"]) == 0
+    assert _tree_hash(again) == _tree_hash(world)  # byte-identical shards and manifest
+    other = tmp_path / "other"
+    assert main(["world", "--n", "160", "--size", "32", "--out", str(other), "--quiet", "--seed", "4"]) == 0
+    assert _tree_hash(other) != _tree_hash(again)
+
+
+def test_embed_probe_and_train_end_to_end(world, tmp_path, capsys):
+    emb = tmp_path / "emb"
+    assert main(["embed", "--model", "small_cnn", "--data", f"world:{world}", "--out", str(emb), "--normalize",
+                 "--quiet", "--batch-size", "64"]) == 0
+    e = load_embeddings(emb)
+    assert e.features.shape == (128, 256)
+    assert np.allclose(np.linalg.norm(e.features, axis=1), 1.0, atol=1e-5)
+    assert (emb / "metrics.json").exists() and (emb / "config.yaml").exists()
+
+    run = tmp_path / "train"
+    assert main(["train", "--data", f"world:{world}", "--epochs", "2", "--batch-size", "32", "--image-size", "32",
+                 "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["finished"] and summary["steps"] == 8
+    assert (run / "backbone.safetensors").exists()
+
+    probe = tmp_path / "probe"
+    assert main(["probe", "--model", "small_cnn", "--weights", str(run / "backbone.safetensors"),
+                 "--data", f"world:{world}", "--test-data", f"world:{world}?split=test", "--out", str(probe),
+                 "--quiet"]) == 0
+    metrics = json.loads((probe / "metrics.json").read_text())
+    assert set(metrics["linear"]["per_domain"]) <= {"photo", "cartoon", "sketch", "painting"}
+    assert metrics["linear"]["count"] == 32
+    assert "linear top-1" in capsys.readouterr().out
+
+
+def test_audit_writes_a_report(tmp_path):
+    out = tmp_path / "audit"
+    code = main(["audit", "--set", "world_n=200", "--set", "world_size=32", "--set", "train.epochs=1",
+                 "--set", "train.batch_size=32", "--set", f"cache_dir={tmp_path / 'cache'}", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 5
+    for part in ("trained", "random_init"):
+        assert 0 <= metrics[part]["linear"]["top1"] <= 100
+        assert set(metrics[part]["linear"]["per_domain"]) == {"photo", "cartoon", "sketch", "painting"}
+    assert "| **all** |" in (out / "summary.md").read_text()
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert main(["embed", "--model", "small_cnn", "--data", "nope:/x", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "wds" in err and "Traceback" not in err
+    assert main(["embed", "--model", "small_cnn", "--weights", str(tmp_path / "missing.safetensors"),
+                 "--data", "npz:/does/not/exist.npz", "--out", str(tmp_path / "e2")]) == 2
+    assert main(["train", "--data", "npz:/x.npz", "--set", "nonsense=1"]) == 2
+    assert "nonsense" in capsys.readouterr().err
