@@ -27,14 +27,23 @@ def world(tmp_path_factory) -> Path:
     return out
 
 
+def _leaf_commands(parser, prefix=()):
+    subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if not subs:
+        yield prefix, parser
+        return
+    for name, sp in subs[0].choices.items():
+        yield from _leaf_commands(sp, (*prefix, name))
+
+
 def test_every_command_has_help_seed_and_out(capsys):
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, sp in sub.choices.items():
+    leaves = list(_leaf_commands(build_parser()))
+    assert len(leaves) >= 6
+    for path, sp in leaves:
         flags = {o for a in sp._actions for o in a.option_strings}
-        assert {"--help", "--seed", "--out"} <= flags, name
+        assert {"--help", "--seed", "--out"} <= flags, path
         with pytest.raises(SystemExit) as exc:
-            main([name, "--help"])
+            main([*path, "--help"])
         assert exc.value.code == 0
 
 
@@ -71,9 +80,12 @@ def test_embed_probe_and_train_end_to_end(world, tmp_path, capsys):
     run = tmp_path / "train"
     assert main(["train", "--data", f"world:{world}", "--epochs", "2", "--batch-size", "32", "--image-size", "32",
                  "--out", str(run), "--quiet"]) == 0
-    summary = json.loads((run / "metrics.json").read_text())
-    assert summary["finished"] and summary["steps"] == 8
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["finished"] and metrics["training"]["steps"] == 8
+    assert 0 <= metrics["training"]["knn_acc"] <= 100  # monitor on the world's test split
+    assert metrics["trained"]["linear"]["count"] == 32 and "random_init" in metrics
     assert (run / "backbone.safetensors").exists()
+    assert "linear probe top-1" in capsys.readouterr().out
 
     probe = tmp_path / "probe"
     assert main(["probe", "--model", "small_cnn", "--weights", str(run / "backbone.safetensors"),
@@ -97,6 +109,18 @@ def test_audit_writes_a_report(tmp_path):
         assert 0 <= metrics[part]["linear"]["top1"] <= 100
         assert set(metrics[part]["linear"]["per_domain"]) == {"photo", "cartoon", "sketch", "painting"}
     assert "| **all** |" in (out / "summary.md").read_text()
+
+
+def test_presets_load_and_unknown_presets_are_named(tmp_path, capsys):
+    from replens.cli import _preset_path
+    from replens.config import load_config
+    from replens.engine import TrainConfig
+
+    cifar = load_config(TrainConfig, _preset_path("cifar10"))
+    assert cifar.backbone == "resnet18" and cifar.backbone_args == {"stem": "cifar"} and cifar.optimizer == "lars"
+    assert load_config(TrainConfig, _preset_path("imagenet")).image_size == 224
+    assert main(["train", "--data", "npz:/x.npz", "--preset", "nope"]) == 2
+    assert "world" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys):

@@ -169,12 +169,28 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train
+def _preset_path(name: str) -> Path:
+    from importlib.resources import files
+
+    path = Path(str(files("replens") / "presets" / f"{name}.yaml"))
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(known)}")
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from replens.data import open_source
     from replens.engine import TrainConfig, train
+    from replens.engine.evaluation import probe_backbone
+    from replens.models import create_backbone
     from replens.ssl import list_plugins, plugin_class
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    if args.preset and args.config:
+        raise ConfigError("give either --preset or --config, not both")
+    cfg = load_config(TrainConfig, _preset_path(args.preset) if args.preset else args.config, args.overrides)
     flags = {
         k: getattr(args, k)
         for k in ("method", "backbone", "epochs", "batch_size", "lr", "image_size")
@@ -196,12 +212,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items()] + [f"seed={args.seed}"] + plugin_sets)
     cfg = apply_overrides(cfg, [f"plugins=[{', '.join(dict.fromkeys(plugins))}]"])
     run = _run_dir(args, "train")
-    run.write_config({"command": "train", "data": args.data, **asdict(cfg)})
+    eval_spec = args.eval_data
+    if eval_spec is None and args.data.startswith("world:") and "split=" not in args.data:
+        eval_spec = args.data + ("&" if "?" in args.data else "?") + "split=test"
+    run.write_config({"command": "train", "data": args.data, "eval_data": eval_spec, **asdict(cfg)})
     source = open_source(args.data, image_size=cfg.image_size)
-    summary = train(cfg, source, run.path, resume=args.resume, progress=not args.quiet)
-    summary.pop("backbone")
-    run.write_metrics(summary)
-    print(f"trained {cfg.method} for {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
+    eval_source = open_source(eval_spec, image_size=cfg.image_size) if eval_spec and not args.no_eval else None
+    summary = train(cfg, source, run.path, resume=args.resume, progress=not args.quiet,
+                    monitor=(source, eval_source) if eval_source is not None else None)
+    backbone = summary.pop("backbone")
+    metrics: dict[str, Any] = {"training": summary}
+    if eval_source is not None and summary["finished"]:
+        metrics["trained"] = probe_backbone(backbone.eval(), source, eval_source, run / "eval" / "trained",
+                                            progress=not args.quiet)
+        torch.manual_seed(cfg.seed)
+        random_init = create_backbone(cfg.backbone, **cfg.backbone_args).eval()
+        metrics["random_init"] = probe_backbone(random_init, source, eval_source, run / "eval" / "random_init",
+                                                progress=not args.quiet)
+    run.write_metrics(metrics)
+    print(f"trained {cfg.method} for {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
+          f"{summary['images_per_s']:.0f} images/s")
+    if "trained" in metrics:
+        t, r = metrics["trained"], metrics["random_init"]
+        print(f"linear probe top-1 on {eval_spec}: {t['linear']['top1']:.2f}% "
+              f"(random init {r['linear']['top1']:.2f}%), kNN {t['knn']['top1']:.2f}% "
+              f"(random init {r['knn']['top1']:.2f}%)")
     print(f"run folder: {run.path}")
     return 0
 
@@ -288,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--preset", default=None, help="packaged config preset: world, cifar10, imagenet")
+    p.add_argument("--eval-data", default=None,
+                   help="labelled data for the kNN monitor and the final linear probe "
+                        "(default for world:DIR data: its test split)")
+    p.add_argument("--no-eval", action="store_true", help="skip the kNN monitor and final probe")
     p.add_argument(
         "--from",
         dest="init_from",

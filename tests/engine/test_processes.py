@@ -23,7 +23,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def _args(world: Path, out: Path, epochs: int = 4) -> list[str]:
-    return ["train", "--data", f"world:{world}", "--epochs", str(epochs), "--batch-size", "16", "--image-size", "32",
+    return ["train", "--data", f"world:{world}", "--no-eval", "--epochs", str(epochs), "--batch-size", "16", "--image-size", "32",
             "--backbone", "resnet_tiny", "--out", str(out), "--quiet", "--set", "checkpoint_every=3",
             "--set", "log_every=1", "--set", "warmup_epochs=0.5"]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from replens.engine.evaluation import probe_backbone
 from replens.engine.train import TrainConfig, train
 from replens.runs import RunDir, atomic_write_text
 
@@ -59,29 +60,6 @@ def _world_dir(config: AuditConfig, progress: bool) -> Path:
     return Path(generate_world(wcfg, out, progress=progress))
 
 
-def _probe(
-    backbone: torch.nn.Module, train_src: Any, test_src: Any, folder: Path, config: AuditConfig, progress: bool
-) -> dict[str, Any]:
-    from replens.evaluate import evaluate_representations
-    from replens.models import extract_features, load_embeddings
-
-    embs = {}
-    for split, src in (("train", train_src), ("test", test_src)):
-        out = extract_features(backbone, src, folder / f"embeddings-{split}", device=config.device, progress=progress)
-        embs[split] = load_embeddings(out)
-    tr, te = embs["train"], embs["test"]
-    return evaluate_representations(
-        tr.features,
-        tr.labels,
-        te.features,
-        te.labels,
-        test_domains=te.domains,
-        domain_names=list(test_src.domain_names),
-        class_names=list(test_src.classes),
-        device=config.device,
-    )
-
-
 def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """Run the audit; returns the metrics written to ``metrics.json``."""
     from replens.data import open_source
@@ -95,10 +73,10 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
     test_src = open_source(f"world:{world}", split="test", image_size=size)
     tcfg = TrainConfig(**{**asdict(config.train), "seed": config.seed})
     summary = train(tcfg, train_src, run / "train", progress=progress)
-    trained = _probe(summary.pop("backbone").eval(), train_src, test_src, run / "trained", config, progress)
+    trained = probe_backbone(summary.pop("backbone").eval(), train_src, test_src, run / "trained", config.device, progress)
     torch.manual_seed(config.seed)
     random_init = create_backbone(tcfg.backbone).eval()
-    baseline = _probe(random_init, train_src, test_src, run / "random_init", config, progress)
+    baseline = probe_backbone(random_init, train_src, test_src, run / "random_init", config.device, progress)
     metrics = {
         "world": str(world),
         "train_samples": len(train_src),

@@ -39,6 +39,7 @@ class TrainConfig:
     Attributes:
         method: Registered SSL method (``replens list``).
         backbone: Registered backbone name.
+        backbone_args: Keyword arguments of the backbone (e.g. ``{"stem": "cifar"}``).
         image_size: View side in pixels.
         epochs: Passes over the data.
         max_steps: Stop after this many optimiser steps (None: epochs decide).
@@ -72,6 +73,7 @@ class TrainConfig:
 
     method: str = "simclr"
     backbone: str = "small_cnn"
+    backbone_args: dict[str, Any] = field(default_factory=dict)
     image_size: int = 32
     epochs: int = 10
     max_steps: int | None = None
@@ -261,7 +263,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
     fabric.seed_everything(config.seed, verbose=False)
     plugins = [create_plugin(name, **config.plugin_args.get(name, {})) for name in config.plugins]
-    backbone = create_backbone(config.backbone)
+    backbone = create_backbone(config.backbone, **config.backbone_args)
     if config.init_from:
         _init_backbone(backbone, config.init_from)
     mean, std = backbone.mean, backbone.std
