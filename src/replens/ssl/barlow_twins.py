@@ -22,10 +22,10 @@ class BarlowTwins(SSLMethod):
     """Barlow Twins recipe.
 
     Args:
-        gather_distributed: Gather embeddings across DDP processes in the loss.
         backbone: Encoder with ``feature_dim``.
         projection_dim: Projector width and output (8192 in the paper; default 4 x feature size).
         lambda_param: Off-diagonal weight.
+        gather_distributed: Gather embeddings across DDP processes in the loss.
     """
 
     def __init__(

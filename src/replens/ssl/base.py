@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -86,32 +86,52 @@ def ema_update(online: nn.Module, target: nn.Module, m: float) -> None:
         bt.copy_(bo)
 
 
-_METHODS: dict[str, tuple[type[SSLMethod], str]] = {}
+T = TypeVar("T", bound=type)
 
 
-def register_method(name: str, help: str) -> Callable[[type[SSLMethod]], type[SSLMethod]]:
-    """Class decorator registering an SSL recipe under ``name``."""
+class Registry(Generic[T]):
+    """Name -> class registry with one-line help, filled by a class decorator.
 
-    def wrap(cls: type[SSLMethod]) -> type[SSLMethod]:
-        if name in _METHODS:
-            raise ValueError(f"SSL method {name!r} registered twice")
-        cls.name = name
-        _METHODS[name] = (cls, help)
-        return cls
+    Args:
+        kind: What is registered, for messages ("SSL method", "training plug-in").
+    """
 
-    return wrap
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, tuple[T, str]] = {}
+
+    def register(self, name: str, help: str) -> Callable[[T], T]:
+        """Class decorator registering ``cls`` under ``name`` (sets ``cls.name``)."""
+
+        def wrap(cls: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            cls.name = name
+            self._items[name] = (cls, help)
+            return cls
+
+        return wrap
+
+    def get(self, name: str) -> T:
+        """The class registered as ``name``; KeyError listing the known names otherwise."""
+        if name not in self._items:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}")
+        return self._items[name][0]
+
+    def help(self) -> dict[str, str]:
+        """Registered names and their one-line help, sorted."""
+        return {name: text for name, (_, text) in sorted(self._items.items())}
 
 
-def list_methods() -> dict[str, str]:
-    """Registered method names and their one-line help."""
-    return {name: help for name, (_, help) in sorted(_METHODS.items())}
+_METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
+register_method = _METHODS.register
+list_methods = _METHODS.help
 
 
 def create_method(name: str, backbone: nn.Module, **kwargs: Any) -> SSLMethod:
     """Instantiate the registered recipe ``name`` around ``backbone``."""
-    if name not in _METHODS:
-        raise KeyError(f"unknown SSL method {name!r}; registered: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name][0](backbone, **kwargs)
+    return _METHODS.get(name)(backbone, **kwargs)
 
 
 class TrainPlugin(nn.Module):
@@ -168,32 +188,10 @@ class TrainPlugin(nn.Module):
         """Restore what :meth:`extra_state` returned."""
 
 
-_PLUGINS: dict[str, tuple[type[TrainPlugin], str]] = {}
-
-
-def register_plugin(name: str, help: str) -> Callable[[type[TrainPlugin]], type[TrainPlugin]]:
-    """Class decorator registering a training plug-in under ``name``."""
-
-    def wrap(cls: type[TrainPlugin]) -> type[TrainPlugin]:
-        if name in _PLUGINS:
-            raise ValueError(f"training plug-in {name!r} registered twice")
-        cls.name = name
-        _PLUGINS[name] = (cls, help)
-        return cls
-
-    return wrap
-
-
-def plugin_class(name: str) -> type[TrainPlugin]:
-    """The registered plug-in class ``name``."""
-    if name not in _PLUGINS:
-        raise KeyError(f"unknown training plug-in {name!r}; registered: {', '.join(sorted(_PLUGINS)) or 'none'}")
-    return _PLUGINS[name][0]
-
-
-def list_plugins() -> dict[str, str]:
-    """Registered plug-in names and their one-line help."""
-    return {name: help for name, (_, help) in sorted(_PLUGINS.items())}
+_PLUGINS: Registry[type[TrainPlugin]] = Registry("training plug-in")
+register_plugin = _PLUGINS.register
+plugin_class = _PLUGINS.get
+list_plugins = _PLUGINS.help
 
 
 def create_plugin(name: str, **kwargs: Any) -> TrainPlugin:

@@ -22,11 +22,11 @@ class SimCLR(SSLMethod):
     """SimCLR recipe.
 
     Args:
-        gather_distributed: Gather embeddings across DDP processes in the loss.
         backbone: Encoder with ``feature_dim``.
         hidden_dim: Projection head hidden width (default: the feature size).
         output_dim: Projection size.
         temperature: NT-Xent temperature tau.
+        gather_distributed: Gather embeddings across DDP processes in the loss.
     """
 
     def __init__(
