@@ -95,3 +95,19 @@ def test_every_method_trains_in_the_loop(method, tmp_path):
     out = train(_cfg(method=method, epochs=1, batch_size=16), _Blobs(n=32), tmp_path, progress=False)
     assert out["finished"] and out["steps"] == 2
     assert np.isfinite(_losses(tmp_path)).all()
+
+
+def test_bf16_channels_last_lars_and_tensorboard(tmp_path):
+    cfg = _cfg(epochs=1, precision="bf16-mixed", channels_last=True, optimizer="lars", lr=0.3, tensorboard=True)
+    out = train(cfg, _Blobs(n=32), tmp_path, progress=False)
+    assert out["finished"] and np.isfinite(_losses(tmp_path)).all()
+    assert any((tmp_path / "tensorboard").iterdir())
+    # weights stay float32 under mixed precision
+    assert all(v.dtype == torch.float32 for v in out["backbone"].state_dict().values() if v.is_floating_point())
+
+
+def test_online_probe_learns_the_labels(tmp_path):
+    src = _Blobs(n=128)
+    train(_cfg(epochs=8, lr=3e-3), src, tmp_path, progress=False)
+    accs = [json.loads(line)["online_probe_acc"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(accs[-8:]) > np.mean(accs[:8]) and np.mean(accs[-8:]) > 50  # 4 classes: chance is 25 %
