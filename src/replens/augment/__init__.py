@@ -1,6 +1,23 @@
-"""Batched view pipelines that run on the model's device."""
+"""Batched view pipelines that run on the model's device, and Fourier Domain Augmentations."""
 
+from replens.augment.fourier import (
+    FDAConfig,
+    FourierAugment,
+    FourierParams,
+    amplitude_rescale,
+    fda_config,
+    frequency_image,
+    frequency_mask,
+    gaussian_mixture_mask,
+    irfft2,
+    pack_spectrum,
+    phase_shift,
+    rfft2,
+    spectrum_to_frequency_image,
+    unpack_spectrum,
+)
 from replens.augment.views import (
+    VIEW_KINDS,
     ViewConfig,
     ViewParams,
     ViewPipeline,
@@ -9,15 +26,32 @@ from replens.augment.views import (
     recipe_view,
     sample_crops,
     simclr_view_config,
+    view_kind,
 )
 
 __all__ = [
+    "VIEW_KINDS",
+    "FDAConfig",
+    "FourierAugment",
+    "FourierParams",
     "ViewConfig",
     "ViewParams",
     "ViewPipeline",
+    "amplitude_rescale",
     "color_matrix",
+    "fda_config",
+    "frequency_image",
+    "frequency_mask",
     "gaussian_blur",
+    "gaussian_mixture_mask",
+    "irfft2",
+    "pack_spectrum",
+    "phase_shift",
     "recipe_view",
+    "rfft2",
     "sample_crops",
     "simclr_view_config",
+    "spectrum_to_frequency_image",
+    "unpack_spectrum",
+    "view_kind",
 ]

@@ -18,6 +18,14 @@ into a :class:`ViewParams` that :meth:`ViewPipeline.apply` replays exactly
 (kornia style), so a test can check the sampled distributions and a view can
 be regenerated.
 
+Fourier Domain Augmentations (``replens.augment.fourier``, seed chapter 5)
+are an optional stage of the same pipeline: with ``ViewConfig.fda`` set they
+act right after the random resized crop and before the other image
+augmentations (Figure 5.1), or last (``fda_order="after"``, Table 5.4); with
+``output="frequency"`` the view is the frequency image of section 5.6.1
+instead of the image. :func:`view_kind` builds the views of Tables 5.3 to 5.5
+(raw, image-aug, fda, fda+image-aug, freq, freq-aug, ...) from a recipe's view.
+
 Deviation from torchvision's ColorJitter: the four jitter ops are applied in a
 fixed order (brightness, contrast, saturation, hue) rather than a random
 permutation per image, and the image is clamped to [0, 1] once after the
@@ -28,10 +36,19 @@ implementations and keep the colour transform a single matrix product.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
+
+from replens.augment.fourier import (
+    FDAConfig,
+    FourierAugment,
+    FourierParams,
+    fda_config,
+    rfft2,
+    spectrum_to_frequency_image,
+)
 
 # ITU-R BT.601 luma, as torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
@@ -54,6 +71,20 @@ class ViewConfig:
         blur_sigma: Blur sigma range in pixels at ``size``.
         solarize_prob: Probability of solarisation (threshold 0.5).
         mean, std: Normalisation applied last.
+        augment: Apply the image augmentations above; False gives the raw view
+            ``x`` (the image resized to ``size``, nothing random), keeping the
+            distributions so :func:`view_kind` can switch them back on.
+        fda: Fourier Domain Augmentations (None: off).
+        fda_order: ``"before"``: FDA right after the random resized crop,
+            before the other image augmentations (Figure 5.1, the default);
+            ``"after"``: FDA on the finished augmented image (Table 5.4,
+            ``F^{-1}(A_freq(F(A_im(x))))``).
+        output: ``"image"``, or ``"frequency"``: the view is the frequency
+            image of the (augmented) view (section 5.6.1); with ``fda_order
+            "after"`` the FDA then acts on that spectrum directly
+            (``A_freq(f)``), without an inverse transform in between.
+        frequency_compress: Rescaling of frequency images (``"log"`` or
+            ``"linear"``, see ``spectrum_to_frequency_image``).
     """
 
     size: int = 32
@@ -71,6 +102,21 @@ class ViewConfig:
     solarize_prob: float = 0.0
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    augment: bool = True
+    fda: FDAConfig | None = None
+    fda_order: str = "before"
+    output: str = "image"
+    frequency_compress: str = "log"
+
+    def __post_init__(self) -> None:
+        if self.fda_order not in ("before", "after"):
+            raise ValueError(f"ViewConfig.fda_order must be 'before' or 'after', got {self.fda_order!r}")
+        if self.output not in ("image", "frequency"):
+            raise ValueError(f"ViewConfig.output must be 'image' or 'frequency', got {self.output!r}")
+        if self.frequency_compress not in ("log", "linear"):
+            raise ValueError(f"ViewConfig.frequency_compress must be 'log' or 'linear', got {self.frequency_compress!r}")
+        if isinstance(self.fda, dict):
+            self.fda = FDAConfig(**self.fda)
 
 
 @dataclass
@@ -85,6 +131,7 @@ class ViewParams:
         gray: (B,) bool.
         blur_sigma: (B,) sigma in pixels, 0 where no blur.
         solarize: (B,) bool.
+        fda: Fourier Domain Augmentation parameters (None when the view has no FDA).
     """
 
     crop: torch.Tensor
@@ -97,9 +144,11 @@ class ViewParams:
     gray: torch.Tensor
     blur_sigma: torch.Tensor
     solarize: torch.Tensor
+    fda: FourierParams | None = None
 
     def to(self, device: torch.device | str) -> ViewParams:
-        return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return ViewParams(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                             for f in fields(self)})
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -207,12 +256,22 @@ class ViewPipeline:
 
     def __init__(self, config: ViewConfig | None = None) -> None:
         self.config = config or ViewConfig()
+        self.fourier = FourierAugment(self.config.fda) if self.config.fda is not None else None
 
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> ViewParams:
-        """Draw every per-sample parameter of one batch of views."""
+        """Draw every per-sample parameter of one batch of views.
+
+        With ``augment=False`` every image augmentation is drawn as the
+        identity (whole-image crop, no flip, jitter, grayscale, blur or
+        solarisation); FDA parameters are drawn after the image ones, so a
+        seed gives the same image augmentations with and without FDA.
+        """
         cfg, n, device = self.config, batch_size, torch.device(device)
+        if not cfg.augment:
+            cfg = replace(cfg, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0, jitter_prob=0.0,
+                          gray_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
 
         def coin(p: float) -> torch.Tensor:
             return torch.rand(n, generator=generator, device=device) < p
@@ -230,6 +289,7 @@ class ViewPipeline:
             gray=coin(cfg.gray_prob),
             blur_sigma=torch.where(blur, _uniform(n, *cfg.blur_sigma, generator, device), 0.0),
             solarize=coin(cfg.solarize_prob),
+            fda=(self.fourier.sample(n, cfg.size, cfg.size, generator, device) if self.fourier is not None else None),
         )
 
     def apply(self, images: torch.Tensor, params: ViewParams, normalize: bool = True) -> torch.Tensor:
@@ -240,6 +300,8 @@ class ViewPipeline:
             returns: (B, 3, size, size) float32 (normalised when ``normalize``).
         """
         cfg = self.config
+        if (self.fourier is None) != (params.fda is None):
+            raise ValueError("view parameters and pipeline disagree on FDA: sample them with this pipeline")
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         b = x.shape[0]
         cx, cy, w, h = params.crop.unbind(1)
@@ -251,6 +313,8 @@ class ViewPipeline:
         theta[:, 1, 2] = 2 * cy - 1
         grid = F.affine_grid(theta, [b, 3, cfg.size, cfg.size], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if self.fourier is not None and params.fda is not None and cfg.fda_order == "before":
+            x = self.fourier.apply(x, params.fda)  # Figure 5.1: right after the crop
 
         on = params.jitter
         ones = torch.ones_like(params.brightness)
@@ -271,6 +335,14 @@ class ViewPipeline:
         if bool((params.blur_sigma > 0).any()):
             x = gaussian_blur(x, params.blur_sigma.to(x.device))
         x = torch.where(params.solarize.view(b, 1, 1, 1) & (x >= 0.5), 1 - x, x)
+        fda_last = self.fourier is not None and params.fda is not None and cfg.fda_order == "after"
+        if cfg.output == "frequency":
+            spectrum = rfft2(x)
+            if fda_last:
+                spectrum = self.fourier.apply_spectrum(spectrum, params.fda)  # A_freq(f), no inverse
+            x = spectrum_to_frequency_image(spectrum, x.shape[-1], cfg.frequency_compress)
+        elif fda_last:
+            x = self.fourier.apply(x, params.fda)  # Table 5.4: after the image augmentations
         if normalize:
             mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
             std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -313,3 +385,44 @@ def recipe_view(
 def simclr_view_config(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ViewConfig:
     """SimCLR's view recipe at ``size`` px (strength s = 1, blur 0.5 at >= 96 px)."""
     return recipe_view(size, mean, std, blur_prob=0.5)
+
+
+#: View kinds of the seed's Tables 5.3 to 5.5 (``x`` the image, ``f = F(x)`` its spectrum).
+VIEW_KINDS: dict[str, str] = {
+    "raw": "x: the image, only resized to the view size",
+    "image-aug": "A_im(x): the recipe's image augmentations",
+    "fda": "F^-1(A_freq(f)): Fourier Domain Augmentations only",
+    "fda+image-aug": "A_im(F^-1(A_freq(f))): FDA right after the crop, then the image augmentations (Figure 5.1)",
+    "image-aug+fda": "F^-1(A_freq(F(A_im(x)))): FDA after the image augmentations (Table 5.4)",
+    "freq": "f: the frequency image of x (section 5.6.1)",
+    "freq-aug": "A_freq(f): FDA on the spectrum, given as a frequency image",
+    "image-aug+freq": "F(A_im(x)): the frequency image of the augmented image (Table 5.5)",
+    "method": "the recipe's own view, unchanged",
+    "method+fda": "the recipe's own view with FDA right after the crop",
+}
+
+
+def view_kind(kind: str, base: ViewConfig, fda: FDAConfig | None = None) -> ViewConfig:
+    """The view ``kind`` (see :data:`VIEW_KINDS`) built from a recipe's view ``base``.
+
+    The view pairs of Tables 5.3, 5.4 and 5.5 are then configuration: e.g.
+    ``("fda+image-aug", "image-aug")`` is SimCLR + FDA on the left view (the
+    seed's best, 70.5%) and ``("raw", "freq")`` the dual encoder's ``(x, f)``.
+
+    Args:
+        kind: A key of :data:`VIEW_KINDS`.
+        base: The recipe's view (its image augmentations and size).
+        fda: FDA distributions (default: Table C.2 at ``base.size``, :func:`fda_config`).
+    """
+    if kind not in VIEW_KINDS:
+        raise KeyError(f"unknown view kind {kind!r}; choose one of {', '.join(VIEW_KINDS)}")
+    if kind == "method":
+        return base
+    fda = fda if fda is not None else fda_config(base.size)
+    if kind == "method+fda":
+        return replace(base, fda=fda, fda_order="before")
+    augment = kind.startswith("image-aug") or kind.endswith("image-aug")
+    with_fda = kind in ("fda", "fda+image-aug", "image-aug+fda", "freq-aug")
+    order = "after" if kind in ("image-aug+fda", "freq-aug") else "before"
+    output = "frequency" if kind in ("freq", "freq-aug", "image-aug+freq") else "image"
+    return replace(base, augment=augment, fda=fda if with_fda else None, fda_order=order, output=output)
