@@ -204,7 +204,7 @@ def sample_scenes(
 
     Each scene gets one domain drawn uniformly from ``domains``, 1 to
     ``max_objects`` objects with uniform shape, colour and texture; the main
-    object (slot 0) has a uniform size and the others are no larger. With
+    object (slot 0) has a uniform size and the others are strictly smaller. With
     probability ``spurious`` (train split only) the spurious cue (the marker
     patch colour or the background colour, see ``spurious_cue``) is the one
     tied to the class; otherwise it is uniform, independent of the class. This
@@ -233,8 +233,12 @@ def sample_scenes(
     shape = rng.integers(len(SHAPES), size=(n, k_max))
     colour = rng.integers(len(COLOURS), size=(n, k_max))
     texture = rng.integers(len(TEXTURES), size=(n, k_max))
+    # The main object is strictly the largest so that the label is visible in the pixels: in scenes with
+    # several objects it is medium or large and every other object is a smaller size class.
     main_size = rng.integers(len(SIZES), size=n)
-    other_size = np.floor(rng.random((n, k_max)) * (main_size[:, None] + 1)).astype(np.int64)
+    bigger = rng.integers(1, len(SIZES), size=n)
+    main_size = np.where((requested > 1) & (main_size == 0), bigger, main_size)
+    other_size = np.floor(rng.random((n, k_max)) * main_size[:, None]).astype(np.int64)
     size = np.concatenate([main_size[:, None], other_size[:, 1:]], axis=1)
     angle = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=(n, k_max))
     jitter = rng.integers(-12, 13, size=(n, k_max, 3))

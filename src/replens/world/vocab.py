@@ -8,7 +8,7 @@ the seed) can be scored against an exact ground truth.
 from __future__ import annotations
 
 #: Bumped whenever the rendering or the on-disk format changes; part of the cache key.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 #: Object shapes. The class label of a scene is the shape of its main object,
 #: so these are also the class names.
@@ -45,7 +45,7 @@ TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 
 #: Size words and the object radius as a fraction of the image side.
 SIZES: tuple[str, ...] = ("small", "medium", "large")
-SIZE_RADIUS: tuple[float, ...] = (0.11, 0.15, 0.20)
+SIZE_RADIUS: tuple[float, ...] = (0.12, 0.17, 0.23)
 
 #: Render domains: four in the spirit of PACS plus the two Colored-CIFAR tints
 #: of the seed's section 2.3 (every image coloured red or green).
