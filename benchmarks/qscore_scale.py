@@ -1,0 +1,186 @@
+"""Streaming Q-Score at scale vs a plain read-and-convert pass over the same file.
+
+Writes an N x 2048 float16 ``.npy`` of synthetic ResNet-like representations
+(sparse, non-negative, a few strongly activating features per row), opens it
+memory-mapped, and measures in the same run, chunk by chunk and in alternating
+order (so load on a shared machine hits both alike):
+
+* **plain pass**: every block read from the memory map and converted to
+  float32 (``torch.from_numpy(block).float()``), nothing else;
+* **Q-Score**: :class:`replens.quality.QScoreStream` over the same blocks
+  (L_i, A_j, the spill of the highly activating entries), plus the final
+  discriminative band and Eq. 3.1 scores.
+
+Both read through :func:`replens.quality.iter_row_blocks` (pages released
+behind the reader). Prints rows/s of both, their ratio (target >= 0.5) and
+the peak resident memory of the process (target < 1.5 GiB, whatever N).
+
+Usage::
+
+    python benchmarks/qscore_scale.py                 # N = 1,000,000 (a 4 GB file under /tmp)
+    python benchmarks/qscore_scale.py --n 200000 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replens.quality import QScoreStream, iter_row_blocks, qscore_array
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux: ``5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set of this process (VmHWM from /proc, else getrusage)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def write_matrix(path: Path, n: int, dim: int, seed: int, chunk: int = 8192) -> None:
+    """Synthetic representations: ReLU noise with feature-specific scales plus class-like spikes."""
+    rng = np.random.default_rng(seed)
+    scale = torch.from_numpy(rng.gamma(2.0, 0.5, dim).astype(np.float32))
+    prototypes = rng.integers(0, dim, size=(100, 12))
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": (n, dim)}
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for start in range(0, n, chunk):
+            rows = min(chunk, n - start)
+            block = torch.from_numpy(rng.standard_normal((rows, dim), dtype=np.float32))
+            block = (block - 0.8).clamp_(min=0.0).mul_(scale)
+            cls = rng.integers(0, 100, rows)
+            spikes = rng.gamma(4.0, 2.0, (rows, 12)).astype(np.float32) * (rng.random((rows, 12)) < 0.7)
+            row_ids = torch.from_numpy(np.repeat(np.arange(rows), 12))
+            block.index_put_((row_ids, torch.from_numpy(prototypes[cls].ravel())),
+                             torch.from_numpy(spikes.ravel()), accumulate=True)
+            handle.write(block.half().numpy().tobytes())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def drop_from_page_cache(path: Path) -> bool:
+    """Ask the kernel to evict the file's cached pages (``posix_fadvise(DONTNEED)``), for cold-read passes."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return True
+
+
+def plain_pass(matrix: np.ndarray, block_rows: int) -> None:
+    """Read every block from the memory map and convert it to float32, nothing else."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only memory map: torch only reads it
+        for block in iter_row_blocks(matrix, block_rows):
+            torch.from_numpy(np.asarray(block)).float()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="rows (default 1,000,000)")
+    parser.add_argument("--dim", type=int, default=2048, help="features (default 2048)")
+    parser.add_argument("--path", type=Path, default=Path("/tmp/replens-qscore-bench.npy"), help="matrix file")
+    parser.add_argument("--block-rows", type=int, default=512, help="rows per block (default 512)")
+    parser.add_argument("--chunk-rows", type=int, default=32768, help="rows per timed, interleaved chunk")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--keep", action="store_true", help="keep the matrix file afterwards")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-read passes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    expected = 128 + args.n * args.dim * 2
+    if not (args.path.is_file() and args.path.stat().st_size == expected):
+        t0 = time.perf_counter()
+        write_matrix(args.path, args.n, args.dim, args.seed)
+        print(f"wrote {args.path} ({args.path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s")
+    reset = reset_peak_rss()  # measure the passes, not the generation of the file
+    try:
+        matrix = np.load(args.path, mmap_mode="r")
+        assert matrix.shape == (args.n, args.dim) and matrix.dtype == np.float16
+        plain_pass(matrix[: args.chunk_rows], args.block_rows)  # warm-up (imports, allocator)
+        # 1) warm page cache: both passes chunk by chunk, alternating which goes first
+        plain_s = qscore_s = 0.0
+        with QScoreStream(eps=4.0, spill_dir=args.path.parent) as stream:
+            for k, start in enumerate(range(0, args.n, args.chunk_rows)):
+                chunk = matrix[start : start + args.chunk_rows]
+                for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+                    t = time.perf_counter()
+                    if which == 0:
+                        plain_pass(chunk, args.block_rows)
+                        plain_s += time.perf_counter() - t
+                    else:
+                        for block in iter_row_blocks(chunk, args.block_rows):
+                            stream.update(block)
+                        qscore_s += time.perf_counter() - t
+            t = time.perf_counter()
+            result = stream.result((50.0, 95.0))
+            finish_s = time.perf_counter() - t
+        qscore_s += finish_s
+        # 2) cold reads: the file evicted from the page cache before each full pass
+        cold = None
+        if not args.no_cold and drop_from_page_cache(args.path):
+            t = time.perf_counter()
+            plain_pass(np.load(args.path, mmap_mode="r"), args.block_rows)
+            cold_plain = time.perf_counter() - t
+            drop_from_page_cache(args.path)
+            t = time.perf_counter()
+            cold_result = qscore_array(np.load(args.path, mmap_mode="r"), block_rows=args.block_rows,
+                                       spill_dir=args.path.parent)
+            cold_q = time.perf_counter() - t
+            assert np.array_equal(cold_result.scores, result.scores)
+            cold = (cold_plain, cold_q)
+    finally:
+        if not args.keep:
+            args.path.unlink(missing_ok=True)
+    summary = result.summary()
+    rss = peak_rss_bytes()
+    plain_rate, q_rate = args.n / plain_s, args.n / qscore_s
+    print(f"rows {args.n:,} x {args.dim} float16 ({args.n * args.dim * 2 / 2**30:.2f} GiB), block {args.block_rows} "
+          f"rows, torch threads {torch.get_num_threads()}")
+    print("warm page cache, interleaved chunks:")
+    print(f"  plain read+convert : {plain_rate:12,.0f} rows/s  ({plain_s:.2f} s)")
+    print(f"  streaming Q-Score  : {q_rate:12,.0f} rows/s  ({qscore_s:.2f} s, of which final scoring {finish_s:.2f} s)")
+    print(f"  ratio Q-Score / plain: {q_rate / plain_rate:.2f}  (target >= 0.5)")
+    ratios = [q_rate / plain_rate]
+    if cold is not None:
+        print("cold reads (file evicted from the page cache before each pass):")
+        print(f"  plain read+convert : {args.n / cold[0]:12,.0f} rows/s  ({cold[0]:.2f} s)")
+        print(f"  streaming Q-Score  : {args.n / cold[1]:12,.0f} rows/s  ({cold[1]:.2f} s)")
+        print(f"  ratio Q-Score / plain: {cold[0] / cold[1]:.2f}  (target >= 0.5)")
+        ratios.append(cold[0] / cold[1])
+    what = "during the passes" if reset else "of the process, file generation included"
+    print(f"peak RSS {what}: {rss / 2**30:.2f} GiB  (target < 1.5 GiB)")
+    print(f"|D| = {summary['discriminative_features']}, mean |L_i| = {summary['mean_highly_activating']:.1f}, "
+          f"samples without discriminative features = {summary['samples_without_discriminative']}")
+    return 0 if max(ratios) >= 0.5 and rss < 1.5 * 2**30 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Representation quality (seed chapter 3): discriminative features, Q-Score, failure prediction,
+compression, peer metrics, Q-Score regularised fine-tuning and saliency IoU.
+
+Typical use::
+
+    from replens.quality import qscore_embeddings, failure_prediction, probe_correctness
+
+    train, chunks = qscore_embeddings("runs/emb-train")                   # D from the train split
+    test, test_chunks = qscore_embeddings("runs/emb-test", discriminative=train.discriminative)
+    test.scores                                                          # Eq. 3.1 per sample
+
+Heavy dependencies (scikit-learn, matplotlib, pytorch-grad-cam) are imported
+only by the functions that need them.
+"""
+
+from replens.quality.compression import DEFAULT_FRACTIONS, band_for_fraction, compression_curve
+from replens.quality.failure import FailureReport, failure_prediction, probe_correctness, rank_failures
+from replens.quality.qscore import (
+    DEFAULT_BAND,
+    DEFAULT_EPS,
+    EmbeddingChunks,
+    NonFiniteRowsError,
+    QScoreResult,
+    QScoreStream,
+    band_features,
+    feature_order,
+    iter_row_blocks,
+    load_feature_sets,
+    qscore_array,
+    qscore_embeddings,
+    qscore_model,
+    tail_features,
+)
+from replens.quality.regularizer import (
+    LassoRegularizer,
+    QScoreRegularizer,
+    highly_activating_mask,
+    qscore_regularizer_terms,
+)
+from replens.quality.saliency import (
+    DiscriminativeTarget,
+    SaliencyResult,
+    SalientImageNetSource,
+    discriminative_cams,
+    heat_iou,
+    saliency_iou,
+)
+from replens.quality.spectrum import alpha_req, covariance_eigenvalues, rankme, spectrum_metrics
+
+__all__ = [
+    "DEFAULT_BAND",
+    "DEFAULT_EPS",
+    "DEFAULT_FRACTIONS",
+    "DiscriminativeTarget",
+    "EmbeddingChunks",
+    "FailureReport",
+    "LassoRegularizer",
+    "NonFiniteRowsError",
+    "QScoreRegularizer",
+    "QScoreResult",
+    "QScoreStream",
+    "SaliencyResult",
+    "SalientImageNetSource",
+    "alpha_req",
+    "band_for_fraction",
+    "band_features",
+    "compression_curve",
+    "covariance_eigenvalues",
+    "discriminative_cams",
+    "failure_prediction",
+    "feature_order",
+    "heat_iou",
+    "highly_activating_mask",
+    "iter_row_blocks",
+    "load_feature_sets",
+    "probe_correctness",
+    "qscore_array",
+    "qscore_embeddings",
+    "qscore_model",
+    "qscore_regularizer_terms",
+    "rank_failures",
+    "rankme",
+    "saliency_iou",
+    "spectrum_metrics",
+    "tail_features",
+]

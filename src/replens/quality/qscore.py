@@ -1,0 +1,775 @@
+"""Highly activating features, discriminative features and the Q-Score (seed chapter 3).
+
+Definitions (seed sections 3.3, 3.3.1 and 3.4), on L2-normalised
+representations ``h_i / ||h_i||`` of ``N`` samples with ``r`` features:
+
+* highly activating set ``L_i = {j : h_ij > mu_i + eps * sigma_i}`` with
+  ``mu_i``, ``sigma_i`` the mean and the *population* standard deviation
+  (``ddof = 0``) of the ``r`` entries of ``h_i``; ``eps = 4``;
+* activation percentage ``A_j = 100 / N * sum_i 1[j in L_i]``;
+* discriminative features ``D``: the features whose *percentile rank* in
+  ``A`` lies in ``[lower, upper)`` (default ``[50, 95)``). Features are sorted
+  by ascending ``A_j`` (ties by feature index, a stable sort); the feature at
+  sorted position ``k`` (0-based) has percentile rank ``100 k / r``. This is
+  the seed's "compute the percentile for each point in the distribution A"
+  (section 3.3.1); a rank band keeps ``|D|`` fixed (``0.45 r`` by default)
+  even when many features share ``A_j = 0``;
+* Q-Score (Eq. 3.1) ``Q_i = 1 / |L_i & D| * sum_{j in L_i & D} (h_ij - mu_i)``;
+  a sample with ``L_i & D`` empty gets ``Q_i = 0`` and is counted in
+  :meth:`QScoreResult.summary` (``samples_without_discriminative``).
+
+``L_i`` is invariant to a positive rescaling of ``h_i`` and
+``h_ij / ||h_i|| - mu_i / ||h_i||`` is the normalised deviation, so the
+streaming code tests raw rows against their own threshold and divides the
+deviations by the row norm: one pass over the data, no normalised copy.
+
+Streaming: :class:`QScoreStream` reads row blocks (a memory-mapped array, the
+chunk files of ``replens embed``, or any iterator) once. Per block it keeps the
+per-feature counts (for ``A``) and writes the sparse highly activating entries
+(feature id and normalised deviation, a few per row) to a temporary spill
+file; ``D`` is known only after the last row, and the Q-Scores are then
+computed from the spill without a second pass over the data. Memory is one
+block plus O(r) counters plus 4 bytes per sample (``|L_i|``); memory-mapped
+inputs have their pages released after each block (``madvise(DONTNEED)``), so
+the resident set stays bounded whatever ``N``.
+
+Each block goes through two stages: (1) in the caller's thread, a float32
+copy (torch's vectorised float16 conversion) and the row statistics; (2) on
+one background thread, the comparison with the thresholds (on the float16 bit
+patterns when the input is float16), the sparse entries and the spill
+writes, overlapping the next block's stage 1. Row statistics use float32
+sums; rows whose ``E[h^2] - mu^2`` would cancel (nearly constant rows) are
+recomputed exactly in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import shutil
+import tempfile
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DEFAULT_BAND",
+    "DEFAULT_EPS",
+    "EmbeddingChunks",
+    "NonFiniteRowsError",
+    "QScoreResult",
+    "QScoreStream",
+    "band_features",
+    "feature_order",
+    "iter_row_blocks",
+    "load_feature_sets",
+    "qscore_array",
+    "qscore_embeddings",
+    "qscore_model",
+    "tail_features",
+]
+
+DEFAULT_EPS = 4.0
+DEFAULT_BAND = (50.0, 95.0)
+# rows whose float32 E[h^2] - mu^2 is below this fraction of E[h^2] (cancellation) get mean and
+# variance recomputed exactly in float64 (two-pass)
+_NEAR_CONSTANT = 1e-3
+
+
+class NonFiniteRowsError(ValueError):
+    """Rows with NaN or infinite values (``rows``: their global row indices)."""
+
+    def __init__(self, message: str, rows: Sequence[int]) -> None:
+        super().__init__(message)
+        self.rows = [int(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- feature sets
+def feature_order(percentages: np.ndarray) -> np.ndarray:
+    """Features sorted by ascending ``A_j`` (stable: ties by feature index), the x-axis of Figure 3.1."""
+    return np.argsort(np.asarray(percentages), kind="stable")
+
+
+def _rank_slice(dim: int, lower: float, upper: float) -> slice:
+    if not 0.0 <= lower <= upper <= 100.0:
+        raise ValueError(f"percentile band must satisfy 0 <= lower <= upper <= 100, got ({lower}, {upper})")
+    start = math.ceil(lower * dim / 100.0 - 1e-9)
+    stop = dim if upper >= 100.0 else math.ceil(upper * dim / 100.0 - 1e-9)
+    return slice(start, stop)
+
+
+def band_features(percentages: np.ndarray, lower: float = DEFAULT_BAND[0], upper: float = DEFAULT_BAND[1]) -> np.ndarray:
+    """Discriminative features: percentile rank of ``A_j`` in ``[lower, upper)`` (section 3.3.1).
+
+    Args:
+        percentages: (r,) activation percentages ``A``.
+        lower: Lower percentile (inclusive).
+        upper: Upper percentile (exclusive; 100 includes the top feature).
+
+    Returns:
+        Sorted feature indices (int64).
+    """
+    order = feature_order(percentages)
+    return np.sort(order[_rank_slice(len(order), lower, upper)]).astype(np.int64)
+
+
+def tail_features(percentages: np.ndarray, size: int, tail: str) -> np.ndarray:
+    """The ``size`` features with the lowest (``tail="lower"``) or highest (``"upper"``) ``A_j`` (Figure A.7)."""
+    order = feature_order(percentages)
+    if not 0 <= size <= len(order):
+        raise ValueError(f"tail size {size} outside [0, {len(order)}]")
+    if tail == "lower":
+        chosen = order[:size]
+    elif tail == "upper":
+        chosen = order[len(order) - size :]
+    else:
+        raise ValueError(f"tail must be 'lower' or 'upper', got {tail!r}")
+    return np.sort(chosen).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- block reading
+class _PageReleaser:
+    """Drops the resident pages of a memory map behind a sequential reader.
+
+    ``madvise(MADV_DONTNEED)`` unmaps pages from this process; for shared or
+    read-only file mappings their content stays in the page cache and the
+    file, and touching them again simply faults them back in. Copy-on-write
+    maps (``mode="c"``) are left alone: their private changes would be lost.
+    """
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.raw = None
+        raw = getattr(array, "_mmap", None)  # the mmap.mmap numpy keeps behind a memmap
+        if (
+            isinstance(array, np.memmap)
+            and isinstance(raw, mmap.mmap)
+            and getattr(array, "mode", "c") != "c"
+            and array.flags.c_contiguous
+            and hasattr(mmap, "MADV_DONTNEED")
+            and len(raw) > 0
+        ):
+            view = np.frombuffer(raw, dtype=np.uint8, count=1)
+            base = view.ctypes.data
+            del view  # release the buffer export at once
+            self.raw = raw
+            self.origin = array.ctypes.data - base
+            self.row_bytes = array.strides[0]
+            self.done = (self.origin // mmap.PAGESIZE) * mmap.PAGESIZE
+
+    def release_through(self, row: int) -> None:
+        """Release every whole page before the end of ``row - 1``."""
+        if self.raw is None:
+            return
+        end = ((self.origin + row * self.row_bytes) // mmap.PAGESIZE) * mmap.PAGESIZE
+        if end > self.done:
+            try:
+                self.raw.madvise(mmap.MADV_DONTNEED, self.done, end - self.done)
+            except (OSError, ValueError):  # unsupported here: the kernel keeps managing the pages
+                self.raw = None
+                return
+            self.done = end
+
+
+def iter_row_blocks(array: np.ndarray, block_rows: int = 512, keep_blocks: int = 4) -> Iterator[np.ndarray]:
+    """Yield consecutive row blocks of a 2-D array; a memory map's pages are released behind the reader.
+
+    Args:
+        array: (N, r) array or ``np.memmap``.
+        block_rows: Rows per block.
+        keep_blocks: Blocks kept resident behind the newest one (a pipelined
+            consumer may still read them); older pages are released. Released
+            data stays valid: touching it again only faults it back in.
+    """
+    if array.ndim != 2:
+        raise ValueError(f"features must be (N, r), got shape {array.shape}")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    releaser = _PageReleaser(array)
+    for start in range(0, array.shape[0], block_rows):
+        yield array[start : start + block_rows]
+        releaser.release_through(max(0, start - keep_blocks * block_rows))
+    releaser.release_through(array.shape[0])
+
+
+# --------------------------------------------------------------------------- the per-block kernel
+@dataclass
+class _BlockStats:
+    raw: np.ndarray  # (B, r) the block as given
+    values: np.ndarray  # (B, r) float32, owned (not a view of a memory map)
+    mean: np.ndarray  # (B,) float32 mu_i of the raw row
+    norm: np.ndarray  # (B,) float32 ||h_i||
+    threshold: np.ndarray  # (B,) float32 mu_i + eps sigma_i of the raw row
+
+
+@dataclass
+class _BlockOut:
+    n_highly: np.ndarray  # (B,) int32 |L_i|
+    cols: np.ndarray  # (k,) feature ids of the highly activating entries, row-major
+    deviation: np.ndarray  # (k,) float32 normalised deviations (h_ij - mu_i) / ||h_i||
+
+
+def _block_stats(raw: np.ndarray, eps: float, first_row: int) -> _BlockStats:
+    """Stage 1: float32 copy, row mean, norm and threshold ``mu_i + eps sigma_i`` (raw scale)."""
+    dim = raw.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only memory maps: torch only reads them
+        source = torch.from_numpy(np.asarray(raw))
+    # torch's float16 -> float32 conversion is vectorised (numpy's is not, here 30x slower)
+    values = source.to(torch.float32, copy=True)
+    # float32 reductions; the cancellation of E[h^2] - mu^2 is handled below
+    total = values.sum(1).numpy()
+    norm = torch.linalg.vector_norm(values, dim=1).numpy()
+    values_np = values.numpy()
+    if not (np.isfinite(total).all() and np.isfinite(norm).all()):
+        bad = np.flatnonzero(~np.isfinite(values_np).all(axis=1))
+        if len(bad) == 0:  # finite entries whose squares overflow float32
+            bad = np.flatnonzero(~(np.isfinite(total) & np.isfinite(norm)))
+        rows = (bad + first_row).tolist()
+        raise NonFiniteRowsError(f"non-finite values in rows {rows[:10]}{' ...' if len(rows) > 10 else ''}", rows)
+    mean = total / dim
+    second = norm * norm / dim
+    var = second - mean * mean
+    near = np.flatnonzero(var <= _NEAR_CONSTANT * second)
+    if len(near):  # nearly constant rows: exact two-pass float64 statistics
+        exact = values_np[near].astype(np.float64)
+        mean[near] = exact.mean(axis=1)
+        var[near] = exact.var(axis=1)
+    threshold = (mean + np.float32(eps) * np.sqrt(np.maximum(var, 0))).astype(np.float32)
+    return _BlockStats(np.asarray(raw), values_np, mean.astype(np.float32), norm, threshold)
+
+
+def _floor_half_bits(threshold: np.ndarray) -> np.ndarray:
+    """int16 bit patterns of the largest float16 <= each (positive, float32) threshold."""
+    half = threshold.astype(np.float16)
+    return half.view(np.int16) - (half.astype(np.float32) > threshold).astype(np.int16)
+
+
+def _above_threshold(stats: _BlockStats) -> np.ndarray:
+    """``h_ij > threshold_i`` as a bool mask.
+
+    For float16 input and positive thresholds the test reads the float16 bit
+    patterns as int16 (half the bytes of the float32 copy): for x >= 0 the
+    patterns are ordered like the values, negative x have the sign bit set (a
+    negative int16), and for any float16 x, ``x > t`` iff ``x > floor16(t)``.
+    The result is identical to the float32 comparison (tested).
+    """
+    raw, threshold = stats.raw, stats.threshold
+    if raw.dtype == np.float16 and raw.flags.c_contiguous and bool((threshold > 0).all()):
+        return raw.view(np.int16) > _floor_half_bits(threshold)[:, None]
+    return stats.values > threshold[:, None]
+
+
+def _flat_true(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(mask)`` for a sparse bool array, scanning 8 bytes at a time where possible."""
+    flat = mask.reshape(-1)
+    if flat.size % 8 or not flat.flags.c_contiguous:
+        return np.flatnonzero(flat)
+    words = flat.view(np.uint64)
+    nonzero_words = np.flatnonzero(words != 0)
+    inside = np.flatnonzero(words[nonzero_words].view(np.bool_))
+    return nonzero_words[inside >> 3] * 8 + (inside & 7)
+
+
+def _block_entries(stats: _BlockStats) -> _BlockOut:
+    """Stage 2: L_i (``h_ij > threshold_i``) and the normalised deviations of its entries."""
+    values = stats.values
+    dim = values.shape[1]
+    flat = _flat_true(_above_threshold(stats))
+    rows = flat // dim
+    cols = flat - rows * dim
+    deviation = ((values.reshape(-1)[flat] - stats.mean[rows]) / stats.norm[rows]).astype(np.float32)
+    n_highly = np.bincount(rows, minlength=values.shape[0]).astype(np.int32)
+    return _BlockOut(n_highly, cols, deviation)
+
+
+def _block_kernel(raw: np.ndarray, eps: float, first_row: int = 0) -> _BlockOut:
+    """Both stages on one block (for tests and single-threaded use)."""
+    return _block_entries(_block_stats(raw, eps, first_row))
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class QScoreResult:
+    """Per-sample Q-Scores and the feature sets they were computed with.
+
+    Attributes:
+        scores: (N,) float32 Q-Scores (Eq. 3.1); 0 when ``L_i & D`` is empty.
+        n_highly: (N,) |L_i|, the number of highly activating features.
+        n_discriminative: (N,) |L_i & D|.
+        counts: (r,) number of samples in which each feature is highly activating.
+        percentages: (r,) ``A_j`` in percent.
+        discriminative: Sorted indices of ``D``.
+        band: The percentile band ``(lower, upper)`` of ``D``, or ``None``
+            when ``D`` was given (e.g. discovered on a training split).
+        eps: The ``epsilon`` of ``L_i``.
+    """
+
+    scores: np.ndarray
+    n_highly: np.ndarray
+    n_discriminative: np.ndarray
+    counts: np.ndarray
+    percentages: np.ndarray
+    discriminative: np.ndarray
+    band: tuple[float, float] | None
+    eps: float
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.scores))
+
+    @property
+    def dim(self) -> int:
+        return int(len(self.counts))
+
+    def feature_sets(self) -> dict[str, Any]:
+        """Discriminative features, lower/upper tails around the band, never-active features and ``A``."""
+        order = feature_order(self.percentages)
+        is_disc = np.zeros(self.dim, dtype=bool)
+        is_disc[self.discriminative] = True
+        ranks = np.empty(self.dim, dtype=np.int64)
+        ranks[order] = np.arange(self.dim)
+        disc_ranks = ranks[self.discriminative]
+        lo = int(disc_ranks.min()) if len(disc_ranks) else self.dim
+        hi = int(disc_ranks.max()) if len(disc_ranks) else -1
+        return {
+            "eps": self.eps,
+            "band": list(self.band) if self.band is not None else None,
+            "dim": self.dim,
+            "discriminative": self.discriminative.tolist(),
+            "lower_tail": np.sort(order[:lo]).tolist(),
+            "upper_tail": np.sort(order[hi + 1 :]).tolist(),
+            "never_active": np.flatnonzero(self.counts == 0).tolist(),
+            "order": order.tolist(),
+            "percentages": self.percentages.tolist(),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Numbers for ``metrics.json``."""
+        without = int((self.n_discriminative == 0).sum())
+        q = self.scores
+        return {
+            "samples": self.n_samples,
+            "dim": self.dim,
+            "eps": self.eps,
+            "band": list(self.band) if self.band is not None else None,
+            "discriminative_features": int(len(self.discriminative)),
+            "discriminative_fraction": float(len(self.discriminative) / max(self.dim, 1)),
+            "never_active_features": int((self.counts == 0).sum()),
+            "samples_without_discriminative": without,
+            "samples_without_highly_activating": int((self.n_highly == 0).sum()),
+            "mean_highly_activating": float(self.n_highly.mean()) if self.n_samples else float("nan"),
+            "qscore_mean": float(q.mean()) if self.n_samples else float("nan"),
+            "qscore_median": float(np.median(q)) if self.n_samples else float("nan"),
+            "qscore_mean_nonzero": float(q[self.n_discriminative > 0].mean()) if without < self.n_samples else 0.0,
+        }
+
+
+def load_feature_sets(path: str | Path) -> np.ndarray:
+    """Discriminative feature indices from a ``feature_sets.json`` (``replens qscore``) or an ``.npy`` of indices."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature set file not found: {path}")
+    if path.suffix == ".npy":
+        indices = np.load(path, allow_pickle=False)
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or "discriminative" not in data:
+            raise KeyError(f"{path} has no 'discriminative' key (write it with `replens qscore`)")
+        indices = np.asarray(data["discriminative"])
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or (len(indices) and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{path}: discriminative features must be a 1-D list of integers")
+    return np.unique(indices.astype(np.int64))
+
+
+# --------------------------------------------------------------------------- the stream
+class QScoreStream:
+    """One-pass, bounded-memory Q-Score over row blocks (see the module docstring).
+
+    Example::
+
+        with QScoreStream(eps=4.0) as stream:
+            for block in iter_row_blocks(np.load("feats.npy", mmap_mode="r")):
+                stream.update(block)
+            result = stream.result(band=(50, 95))
+
+    Args:
+        eps: The ``epsilon`` of ``L_i`` (section 3.3; 4 in the seed).
+        spill_dir: Folder for the temporary spill file (default: the system temp dir).
+        background: Run stage 2 of each block on a background thread (see the module docstring).
+    """
+
+    def __init__(
+        self, eps: float = DEFAULT_EPS, *, spill_dir: str | Path | None = None, background: bool = True
+    ) -> None:
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.eps = float(eps)
+        self._dir = Path(tempfile.mkdtemp(prefix="qscore-", dir=spill_dir))
+        self._cols = open(self._dir / "cols.bin", "wb")  # noqa: SIM115 (closed in close())
+        self._devs = open(self._dir / "devs.bin", "wb")  # noqa: SIM115
+        self._blocks: list[tuple[int, int]] = []  # (rows, entries) per block
+        self._n_highly: list[np.ndarray] = []
+        self.counts: np.ndarray | None = None
+        self.n = 0
+        self._col_dtype: type = np.uint16
+        # stage 2 of each block (L_i entries, spill writes) runs on one background thread while the
+        # caller reads and converts the next block; numpy and torch release the GIL in both stages
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qscore") if background else None
+        self._pending: deque[Future[None]] = deque()
+
+    @property
+    def dim(self) -> int:
+        """Feature count ``r`` (0 before the first block)."""
+        return 0 if self.counts is None else int(len(self.counts))
+
+    def update(self, rows: np.ndarray | torch.Tensor) -> None:
+        """Add the next block of rows (raw representations, any float dtype).
+
+        Raises:
+            NonFiniteRowsError: A row holds NaN/inf (the message names its global row index).
+            ValueError: The block is not 2-D or its width differs from earlier blocks.
+        """
+        if self._cols.closed:
+            raise RuntimeError("QScoreStream is closed")
+        if isinstance(rows, torch.Tensor):
+            rows = rows.detach().cpu().numpy()
+        if rows.ndim != 2:
+            raise ValueError(f"a block of representations must be 2-D (rows, features), got shape {rows.shape}")
+        if rows.shape[0] == 0:
+            return
+        if self.counts is None:
+            if rows.shape[1] == 0:
+                raise ValueError("representations have no features")
+            self.counts = np.zeros(rows.shape[1], dtype=np.int64)
+            self._col_dtype = np.uint16 if rows.shape[1] <= np.iinfo(np.uint16).max + 1 else np.uint32
+        elif rows.shape[1] != self.dim:
+            raise ValueError(f"block has {rows.shape[1]} features, earlier blocks had {self.dim}")
+        stats = _block_stats(rows, self.eps, self.n)
+        self.n += rows.shape[0]
+        if self._pool is None:
+            self._store(stats)
+            return
+        self._pending.append(self._pool.submit(self._store, stats))
+        while len(self._pending) > 2:  # bound memory: at most two blocks in flight
+            self._pending.popleft().result()
+
+    def _store(self, stats: _BlockStats) -> None:
+        """Stage 2 of one block: its L_i entries to the counts and the spill (blocks arrive in order)."""
+        out = _block_entries(stats)
+        assert self.counts is not None
+        self.counts += np.bincount(out.cols, minlength=self.dim)
+        self._cols.write(out.cols.astype(self._col_dtype).tobytes())
+        self._devs.write(out.deviation.tobytes())
+        self._blocks.append((len(out.n_highly), len(out.cols)))
+        self._n_highly.append(out.n_highly)
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def percentages(self) -> np.ndarray:
+        """``A_j = 100 / N * #{i : j in L_i}`` so far."""
+        self._drain()
+        if self.counts is None or self.n == 0:
+            raise ValueError("no representations were added")
+        return 100.0 * self.counts / self.n
+
+    def scores(self, discriminative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Q-Scores (Eq. 3.1) of every row seen, for the feature set ``discriminative``.
+
+        Returns:
+            ``(scores float32 (N,), n_discriminative int32 (N,))``.
+        """
+        self._drain()
+        if self.counts is None:
+            raise ValueError("no representations were added")
+        discriminative = np.asarray(discriminative, dtype=np.int64)
+        if len(discriminative) and (discriminative.min() < 0 or discriminative.max() >= self.dim):
+            raise ValueError(f"discriminative feature ids must lie in [0, {self.dim}); got {discriminative.max()}")
+        is_disc = np.zeros(self.dim, dtype=bool)
+        is_disc[discriminative] = True
+        self._cols.flush()
+        self._devs.flush()
+        scores = np.zeros(self.n, dtype=np.float32)
+        n_disc = np.zeros(self.n, dtype=np.int32)
+        n_highly = self.n_highly()
+        row = block = 0
+        with open(self._dir / "cols.bin", "rb") as cols_file, open(self._dir / "devs.bin", "rb") as devs_file:
+            while block < len(self._blocks):
+                # a group of consecutive blocks holding at most ~4M entries (bounded memory, few numpy calls)
+                n_rows = entries = 0
+                while block < len(self._blocks) and (entries == 0 or entries + self._blocks[block][1] <= 4_000_000):
+                    n_rows += self._blocks[block][0]
+                    entries += self._blocks[block][1]
+                    block += 1
+                cols = np.fromfile(cols_file, dtype=self._col_dtype, count=entries)
+                devs = np.fromfile(devs_file, dtype=np.float32, count=entries)
+                local = np.repeat(np.arange(n_rows), n_highly[row : row + n_rows])
+                keep = is_disc[cols]
+                total = np.bincount(local[keep], weights=devs[keep], minlength=n_rows).astype(np.float64)
+                count = np.bincount(local[keep], minlength=n_rows)
+                np.divide(total, count, out=total, where=count > 0)
+                scores[row : row + n_rows] = np.where(count > 0, total, 0.0)
+                n_disc[row : row + n_rows] = count
+                row += n_rows
+        return scores, n_disc
+
+    def n_highly(self) -> np.ndarray:
+        """(N,) |L_i| of every row seen."""
+        self._drain()
+        return np.concatenate(self._n_highly) if self._n_highly else np.zeros(0, np.int32)
+
+    def result(
+        self, band: tuple[float, float] = DEFAULT_BAND, discriminative: np.ndarray | None = None
+    ) -> QScoreResult:
+        """Feature sets and Q-Scores: ``D`` from the percentile ``band`` of this data's ``A``, or given.
+
+        Args:
+            band: ``(lower, upper)`` percentiles of ``A`` (section 3.3.1).
+            discriminative: Use these features as ``D`` instead (e.g. discovered
+                on the training split, as in section 3.4.1).
+        """
+        percentages = self.percentages()
+        chosen = band_features(percentages, *band) if discriminative is None else np.unique(discriminative)
+        scores, n_disc = self.scores(chosen)
+        return QScoreResult(
+            scores=scores,
+            n_highly=self.n_highly(),
+            n_discriminative=n_disc,
+            counts=self.counts.copy(),
+            percentages=percentages,
+            discriminative=chosen.astype(np.int64),
+            band=(float(band[0]), float(band[1])) if discriminative is None else None,
+            eps=self.eps,
+        )
+
+    def close(self) -> None:
+        """Finish pending work and delete the spill files."""
+        try:
+            if self._pool is not None:
+                self._pending.clear()
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        finally:
+            for handle in (self._cols, self._devs):
+                if not handle.closed:
+                    handle.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> QScoreStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown: nothing left to report to)
+            pass
+
+
+# --------------------------------------------------------------------------- front ends
+def _run_stream(
+    blocks: Iterable[np.ndarray],
+    *,
+    eps: float,
+    band: tuple[float, float],
+    discriminative: np.ndarray | None,
+    spill_dir: str | Path | None,
+) -> QScoreResult:
+    with QScoreStream(eps, spill_dir=spill_dir) as stream:
+        for block in blocks:
+            stream.update(block)
+        if stream.n == 0:
+            raise ValueError("no representations to score (0 rows)")
+        return stream.result(band, discriminative)
+
+
+def qscore_array(
+    features: np.ndarray,
+    *,
+    eps: float = DEFAULT_EPS,
+    band: tuple[float, float] = DEFAULT_BAND,
+    discriminative: np.ndarray | None = None,
+    block_rows: int = 512,
+    spill_dir: str | Path | None = None,
+    progress: bool = False,
+) -> QScoreResult:
+    """Q-Score of every row of an in-memory or memory-mapped (N, r) array.
+
+    Args:
+        features: Raw representations (normalisation is part of the method).
+        eps: ``epsilon`` of ``L_i``.
+        band: Percentile band of ``D``.
+        discriminative: A given ``D`` (then ``band`` is ignored).
+        block_rows: Rows per block.
+        spill_dir: Folder for the temporary spill.
+        progress: Show a progress bar.
+    """
+    features = features if isinstance(features, np.ndarray) else np.asarray(features)
+    blocks = iter_row_blocks(features, block_rows)
+    if progress:
+        blocks = tqdm(blocks, total=-(-features.shape[0] // block_rows), desc="q-score", unit="block")
+    return _run_stream(blocks, eps=eps, band=band, discriminative=discriminative, spill_dir=spill_dir)
+
+
+@dataclass
+class EmbeddingChunks:
+    """The chunk files of a ``replens embed`` folder, read one at a time (bounded memory).
+
+    Attributes:
+        path: The folder.
+        meta: Its ``meta.json``.
+        files: Feature chunk paths in row order.
+        labels, domains, index: (N,) int64 arrays over all chunks.
+        names: N sample names.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    files: list[Path]
+    labels: np.ndarray
+    domains: np.ndarray
+    index: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def open(cls, path: str | Path) -> EmbeddingChunks:
+        """Validate and open a folder written by ``replens.models.extract_features``."""
+        from replens.models import EmbeddingsError
+
+        path = Path(path)
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            raise EmbeddingsError(f"{path} has no meta.json: not an embeddings folder (write one with `replens embed`)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise EmbeddingsError(f"{meta_path} is unreadable: {exc}") from None
+        if not meta.get("complete"):
+            raise EmbeddingsError(f"{path} is incomplete; run `replens embed` again with the same arguments to finish it")
+        files, labels, domains, index, names = [], [], [], [], []
+        for entry in meta.get("chunks", []):
+            stem = path / entry["file"]
+            try:
+                feats = np.load(f"{stem}.npy", mmap_mode="r", allow_pickle=False)
+                parts = [np.load(f"{stem}.{p}.npy", allow_pickle=False) for p in ("labels", "domains", "index")]
+                chunk_names = json.loads(Path(f"{stem}.names.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise EmbeddingsError(f"chunk {stem} is missing or corrupt: {exc}") from None
+            count = int(entry["count"])
+            if feats.ndim != 2 or feats.shape[0] != count or feats.shape[1] != int(meta["dim"]):
+                raise EmbeddingsError(f"{stem}.npy has shape {feats.shape}, expected ({count}, {meta['dim']})")
+            if any(len(p) != count for p in parts) or len(chunk_names) != count:
+                raise EmbeddingsError(f"chunk {stem} has arrays of inconsistent length")
+            files.append(Path(f"{stem}.npy"))
+            labels.append(parts[0])
+            domains.append(parts[1])
+            index.append(parts[2])
+            names.extend(chunk_names)
+
+        def cat(arrays: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+
+        return cls(path, meta, files, cat(labels), cat(domains), cat(index), names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def blocks(self, block_rows: int = 512) -> Iterator[np.ndarray]:
+        """Row blocks over all chunks, in order."""
+        for file in self.files:
+            yield from iter_row_blocks(np.load(file, mmap_mode="r", allow_pickle=False), block_rows)
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """(len(indices), r) float32 copy of the given global rows (e.g. a probe subset)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.dim), dtype=np.float32)
+        start = 0
+        for file in self.files:
+            feats = np.load(file, mmap_mode="r", allow_pickle=False)
+            stop = start + feats.shape[0]
+            sel = np.flatnonzero((indices >= start) & (indices < stop))
+            if len(sel):
+                out[sel] = feats[indices[sel] - start]
+            start = stop
+        return out
+
+
+def qscore_embeddings(
+    path: str | Path,
+    *,
+    eps: float = DEFAULT_EPS,
+    band: tuple[float, float] = DEFAULT_BAND,
+    discriminative: np.ndarray | None = None,
+    block_rows: int = 512,
+    spill_dir: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[QScoreResult, EmbeddingChunks]:
+    """Q-Score of a ``replens embed`` folder, streamed chunk by chunk.
+
+    Returns:
+        The result and the opened :class:`EmbeddingChunks` (labels, names, ...).
+
+    Raises:
+        NonFiniteRowsError: Rows with NaN/inf; the message names the samples and the folder.
+    """
+    chunks = EmbeddingChunks.open(path)  # raw or L2-normalised rows give the same result
+    blocks: Iterable[np.ndarray] = chunks.blocks(block_rows)
+    if progress:
+        total = sum(-(-int(entry["count"]) // block_rows) for entry in chunks.meta.get("chunks", []))
+        blocks = tqdm(blocks, total=total, desc="q-score", unit="block")
+    try:
+        result = _run_stream(blocks, eps=eps, band=band, discriminative=discriminative, spill_dir=spill_dir)
+    except NonFiniteRowsError as exc:
+        names = [chunks.names[r] for r in exc.rows[:10]]
+        raise NonFiniteRowsError(
+            f"{chunks.path}: non-finite representations in rows {exc.rows[:10]} (samples {names})", exc.rows
+        ) from None
+    return result, chunks
+
+
+def qscore_model(
+    backbone: Any,
+    source: Any,
+    work_dir: str | Path,
+    *,
+    layer: str | None = None,
+    eps: float = DEFAULT_EPS,
+    band: tuple[float, float] = DEFAULT_BAND,
+    discriminative: np.ndarray | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> tuple[QScoreResult, EmbeddingChunks]:
+    """Embed ``source`` with ``backbone`` into ``work_dir`` (resumable) and stream its Q-Scores.
+
+    The representations are written raw (``normalize=False``): the method
+    normalises them itself.
+    """
+    from replens.models import extract_features
+
+    out = extract_features(backbone, source, work_dir, layer=layer, normalize=False, batch_size=batch_size,
+                           device=device, num_workers=num_workers, progress=progress)
+    return qscore_embeddings(out, eps=eps, band=band, discriminative=discriminative,
+                             spill_dir=os.fspath(work_dir), progress=progress)

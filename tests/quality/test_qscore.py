@@ -1,0 +1,183 @@
+"""Q-Score (Eq. 3.1), L_i, A_j and the discriminative band against a direct implementation; edge cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from replens.quality import (
+    NonFiniteRowsError,
+    QScoreStream,
+    band_features,
+    iter_row_blocks,
+    load_feature_sets,
+    qscore_array,
+    qscore_embeddings,
+    tail_features,
+)
+
+from .conftest import TinySource, direct_qscore, sparse_representations
+
+
+@pytest.mark.parametrize("dtype, block_rows", [(np.float32, 7), (np.float32, 512), (np.float16, 64), (np.float64, 33)])
+def test_stream_matches_the_equations(dtype, block_rows):
+    x, _ = sparse_representations(300, 48, seed=1)
+    x = x.astype(dtype)
+    ref = direct_qscore(x, 4.0, 50, 95)
+    assert ref["margin"] > 1e-5  # no entry sits on its threshold: float32 and float64 must agree
+    res = qscore_array(x, block_rows=block_rows)
+    np.testing.assert_array_equal(res.n_highly, [len(s) for s in ref["L"]])
+    np.testing.assert_allclose(res.percentages, ref["A"], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(res.discriminative, ref["D"])
+    np.testing.assert_allclose(res.scores, ref["Q"], rtol=1e-5, atol=1e-6)
+    assert (res.scores > 0).sum() > 100  # the data exercise the score, not only its zero case
+    expected_without = sum(1 for i, s in enumerate(ref["L"]) if not (s & set(ref["D"])))
+    assert res.summary()["samples_without_discriminative"] == expected_without
+
+
+def test_band_is_a_percentile_rank_band_with_stable_ties():
+    a = np.array([0, 0, 0, 0, 5.0, 1.0, 1.0, 9.0, 3.0, 0])  # six features tie at 0 or 1
+    order = [0, 1, 2, 3, 9, 5, 6, 8, 4, 7]  # ascending A, ties by index
+    # rank k has percentile 100 k / 10: [50, 95) keeps ranks 5..9
+    assert band_features(a, 50, 95).tolist() == sorted(order[5:10])
+    assert band_features(a, 0, 100).tolist() == list(range(10))
+    assert band_features(a, 20, 40).tolist() == sorted(order[2:4])
+    assert tail_features(a, 3, "lower").tolist() == sorted(order[:3])
+    assert tail_features(a, 3, "upper").tolist() == sorted(order[-3:])
+    assert len(band_features(np.zeros(2048), 50, 95)) == 1946 - 1024
+    with pytest.raises(ValueError, match="0 <= lower <= upper <= 100"):
+        band_features(a, 60, 50)
+
+
+def test_constant_zero_and_single_spike_rows():
+    x = np.zeros((4, 20), np.float32)
+    x[1] = 0.3  # constant: sigma = 0, nothing lies strictly above the mean
+    x[2] = 1e4 + np.linspace(0, 1e-3, 20)  # nearly constant with a large mean: float32 E[h^2]-mu^2 cancels
+    x[3, 7] = 5.0  # one spike: mu = 0.25, sigma = 1.0897, 5 > mu + 4 sigma
+    res = qscore_array(x, discriminative=np.array([7]))
+    assert res.n_highly.tolist() == [0, 0, 0, 1]
+    h = x[3] / np.linalg.norm(x[3])
+    np.testing.assert_allclose(res.scores, [0, 0, 0, h[7] - h.mean()], rtol=1e-6)
+    assert res.summary()["samples_without_highly_activating"] == 3
+    assert res.band is None
+
+
+def test_no_highly_activating_feature_anywhere_gives_zero_scores_and_a_count():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 2.0, (50, 30))  # bounded: no entry reaches mu + 4 sigma
+    res = qscore_array(x)
+    assert res.n_highly.sum() == 0 and (res.percentages == 0).all()
+    assert (res.scores == 0).all()
+    summary = res.summary()
+    assert summary["samples_without_discriminative"] == 50 and summary["never_active_features"] == 30
+
+
+def test_nan_and_inf_rows_are_named_with_their_global_index():
+    x, _ = sparse_representations(40, 16)
+    x[13, 2] = np.nan
+    x[37, 0] = np.inf
+    with pytest.raises(NonFiniteRowsError, match=r"rows \[13\]") as info:
+        qscore_array(x, block_rows=10)  # row 13 is in the second block
+    assert info.value.rows == [13]
+    with pytest.raises(NonFiniteRowsError, match=r"rows \[37\]"):
+        qscore_array(np.nan_to_num(x, nan=0.0), block_rows=10)
+    with pytest.raises(NonFiniteRowsError, match="non-finite"):
+        qscore_array(np.full((2, 4), 1e30, np.float32))  # squares overflow float32
+
+
+def test_bad_shapes_are_clear_errors():
+    stream = QScoreStream()
+    stream.update(np.ones((3, 5)))
+    with pytest.raises(ValueError, match="block has 4 features, earlier blocks had 5"):
+        stream.update(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        stream.update(np.ones(5))
+    stream.close()
+    with pytest.raises(ValueError, match="0 rows"):
+        qscore_array(np.zeros((0, 5)))
+
+
+def test_scale_invariance_and_given_feature_set():
+    x, _ = sparse_representations(120, 32, seed=3)
+    scale = np.random.default_rng(1).uniform(0.1, 50, (120, 1))
+    a, b = qscore_array(x), qscore_array(x * scale)
+    np.testing.assert_array_equal(a.discriminative, b.discriminative)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-7)
+    given = np.array([0, 5, 9])
+    c = qscore_array(x, discriminative=given)
+    ref = direct_qscore(x, 4.0, 0, 0)
+    expect = np.zeros(120)
+    for i, s in enumerate(ref["L"]):
+        chosen = sorted(s & set(given.tolist()))
+        h = x[i] / np.linalg.norm(x[i])
+        expect[i] = float(np.mean(h[chosen] - h.mean())) if chosen else 0.0
+    np.testing.assert_allclose(c.scores, expect, rtol=1e-5, atol=1e-7)
+
+
+def test_memory_mapped_input_and_background_off(tmp_path):
+    x, _ = sparse_representations(200, 24, seed=7)
+    np.save(tmp_path / "f.npy", x.astype(np.float16))
+    mm = np.load(tmp_path / "f.npy", mmap_mode="r")
+    blocks = list(iter_row_blocks(mm, 64))
+    assert [len(b) for b in blocks] == [64, 64, 64, 8]
+    np.testing.assert_array_equal(np.concatenate(blocks), x.astype(np.float16))  # data valid after release
+    a = qscore_array(mm, block_rows=64)
+    with QScoreStream(background=False) as stream:
+        for block in iter_row_blocks(mm, 50):
+            stream.update(block)
+        b = stream.result()
+    np.testing.assert_array_equal(a.scores, b.scores)
+    ref = direct_qscore(x.astype(np.float16), 4.0, 50, 95)
+    np.testing.assert_allclose(a.scores, ref["Q"], rtol=1e-5, atol=1e-6)
+
+
+def test_embeddings_folder_streams_every_chunk(tmp_path):
+    from replens.models import create_backbone, extract_features, load_embeddings
+
+    model = create_backbone("small_cnn", widths=(8, 8, 16, 32))
+    out = extract_features(model, TinySource(n=30, size=16), tmp_path / "emb", chunk_size=8, progress=False)
+    emb = load_embeddings(out)
+    res, chunks = qscore_embeddings(out, band=(20, 90))
+    assert len(chunks.files) == 4 and chunks.names == emb.names
+    ref = qscore_array(np.asarray(emb.features), band=(20, 90))
+    np.testing.assert_array_equal(res.scores, ref.scores)
+    np.testing.assert_array_equal(chunks.rows(np.array([29, 3, 8])), np.asarray(emb.features)[[29, 3, 8]])
+    # a NaN written into the third chunk is reported with the sample's name
+    bad = np.load(out / "chunk-00002.npy")
+    bad[1, 0] = np.nan
+    np.save(out / "chunk-00002.npy", bad)
+    with pytest.raises(NonFiniteRowsError, match=emb.names[17]):
+        qscore_embeddings(out)
+
+
+def test_feature_set_files(tmp_path):
+    x, _ = sparse_representations(60, 16)
+    sets = qscore_array(x).feature_sets()
+    path = tmp_path / "feature_sets.json"
+    path.write_text(json.dumps(sets))
+    assert load_feature_sets(path).tolist() == sets["discriminative"]
+    assert sorted(sets["discriminative"] + sets["lower_tail"] + sets["upper_tail"]) == list(range(16))
+    np.save(tmp_path / "d.npy", np.array([3, 1, 3]))
+    assert load_feature_sets(tmp_path / "d.npy").tolist() == [1, 3]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(KeyError, match="no 'discriminative' key"):
+        load_feature_sets(tmp_path / "bad.json")
+
+
+def test_float16_bit_pattern_comparison_equals_float32():
+    from replens.quality.qscore import _above_threshold, _block_stats, _BlockStats
+
+    row = np.array([0.5, 1.0, np.nextafter(np.float16(1), np.float16(2)), -2.0, -0.0, 0.0, 65504, 6e-8],
+                   dtype=np.float16)
+    raw = np.tile(row, (4, 1))
+    thresholds = np.array([1.0, 0.99999, 1.0004, 3e-8], dtype=np.float32)  # exact, below, between, subnormal
+    stats = _BlockStats(raw, raw.astype(np.float32), np.zeros(4, np.float32), np.ones(4, np.float32), thresholds)
+    np.testing.assert_array_equal(_above_threshold(stats), raw.astype(np.float32) > thresholds[:, None])
+    assert _above_threshold(stats)[0].tolist() == [False, False, True, False, False, False, True, False]
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, 256)) * rng.gamma(1, 1, 256)).astype(np.float16)
+    half = _block_stats(x, 1.0, 0)
+    single = _block_stats(x.astype(np.float32), 1.0, 0)
+    np.testing.assert_array_equal(_above_threshold(half), _above_threshold(single))
