@@ -377,15 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from replens.data.base import DataError
 
     user_errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError, KeyError, ValueError)
-    try:
-        from replens.models import WeightsError
+    from replens.models import EmbeddingsError, WeightsError
 
-        user_errors += (WeightsError,)
-    except ImportError:
-        pass
+    user_errors += (WeightsError, EmbeddingsError)
     try:
         return int(args.handler(args))
     except user_errors as exc:
+        if args.verbose:
+            raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"replens {args.command}: error: {msg}", file=sys.stderr)
         return 2
