@@ -1,6 +1,7 @@
 """Self-supervised methods, each a small registered recipe (loss + heads + views),
 and the training plug-ins (DDM, FDA, Q-Score regulariser) that work with all of them."""
 
+from replens.quality import regularizer as _quality_plugins  # noqa: F401  (registers "qscore_reg", "lasso_reg")
 from replens.ssl import (  # noqa: F401  (importing registers the methods)
     barlow_twins,
     byol,
@@ -11,6 +12,8 @@ from replens.ssl import (  # noqa: F401  (importing registers the methods)
     swav,
     vicreg,
 )
+from replens.ssl import dual_encoder as _dual_encoder  # noqa: F401  (registers the "dual_encoder" method)
+from replens.ssl import fda as _fda_plugin  # noqa: F401  (registers the "fda" training plug-in)
 from replens.ssl.base import (
     SSLMethod,
     TrainPlugin,
