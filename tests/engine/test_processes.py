@@ -56,7 +56,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(world, tmp_path):
     a, b = _losses(full), _losses(killed)
     assert len(a) == len(b) == 32
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
-    assert json.loads((killed / "metrics.json").read_text())["finished"]
+    assert json.loads((killed / "metrics.json").read_text())["training"]["finished"]
 
 
 def test_ddp_two_gloo_processes(world, tmp_path):
@@ -65,7 +65,7 @@ def test_ddp_two_gloo_processes(world, tmp_path):
     res = subprocess.run([sys.executable, "-m", "replens.cli", *args], env=_env(), capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads((run / "metrics.json").read_text())
+    summary = json.loads((run / "metrics.json").read_text())["training"]
     assert summary["world_size"] == 2 and summary["steps"] == 8 and summary["finished"]
     assert np.isfinite(_losses(run)).all()
     state = load_checkpoint(run / "checkpoint.pt")["model"]
