@@ -1,6 +1,7 @@
 """Self-supervised methods, each a small registered recipe (loss + heads + views),
 and the training plug-ins (DDM, FDA, Q-Score regulariser) that work with all of them."""
 
+from replens.ddm import plugin as _ddm_plugin  # noqa: F401  (registers the "ddm" training plug-in)
 from replens.quality import regularizer as _quality_plugins  # noqa: F401  (registers "qscore_reg", "lasso_reg")
 from replens.ssl import (  # noqa: F401  (importing registers the methods)
     barlow_twins,
