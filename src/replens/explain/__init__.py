@@ -1,0 +1,138 @@
+"""FALCON (``replens.explain``): explain features and feature groups in words (seed chapter 4).
+
+Pieces, each usable alone:
+
+* :mod:`~replens.explain.bank`: caption banks (build, import LAION-style
+  shards, exact streamed global-softmax search, optional faiss index);
+* :mod:`~replens.explain.activations`: thresholds, feature groups
+  (Algorithm 1), lowly activating counterfactuals (Eq. 4.2);
+* :mod:`~replens.explain.gradcam`: Grad-CAM crops with pytorch-grad-cam;
+* :mod:`~replens.explain.concepts`: spaCy concept extraction, Word Score
+  (Eq. 4.1), contrastive filtering;
+* :mod:`~replens.explain.falcon`: the pipeline (:class:`Falcon`);
+* :mod:`~replens.explain.failures`: explanations of mis-classifications (section 4.5);
+* :mod:`~replens.explain.transfer`: concept transfer between models (section 4.6, Eq. 4.3);
+* :mod:`~replens.explain.evaluate`: precision/recall against the world's truth;
+* :mod:`~replens.explain.report`: JSON, CSV and the HTML page.
+
+Typical use::
+
+    from replens.explain import Falcon, FalconConfig, default_world_bank
+    from replens.vl import load_vl_model
+
+    vl = load_vl_model()
+    bank = default_world_bank(vl)
+    result = Falcon(backbone, probe_source, vl, bank, FalconConfig()).run()
+"""
+
+from replens.explain.activations import (
+    activation_threshold,
+    feature_groups,
+    highly_activating,
+    lowly_activating,
+    normalize_rows,
+    single_feature_sets,
+)
+from replens.explain.bank import (
+    BankError,
+    CaptionBank,
+    SearchResult,
+    build_bank,
+    default_world_bank,
+    import_embedding_shards,
+    open_bank,
+    read_caption_file,
+    world_caption_texts,
+)
+from replens.explain.concepts import (
+    DEFAULT_DISCARD_WORDS,
+    CaptionTerms,
+    ConceptExtractor,
+    contrastive_filter,
+    rank_terms,
+    word_scores,
+)
+from replens.explain.evaluate import (
+    concept_presence,
+    contrastive_filter_report,
+    failure_spurious_report,
+    ground_truth_terms,
+    precision_recall_at_k,
+    source_concepts,
+)
+from replens.explain.failures import FailureExplanation, contributions, explain_failures, linear_head_from_probe
+from replens.explain.falcon import Falcon, FalconConfig, FalconResult, GroupExplanation, compute_representations
+from replens.explain.gradcam import (
+    FeatureGroupTarget,
+    cam_boxes,
+    crop_images,
+    group_cams,
+    largest_region_box,
+    last_stage_blocks,
+    resize_crops,
+)
+from replens.explain.report import write_concepts_csv, write_failures, write_falcon_outputs, write_html_report
+from replens.explain.transfer import (
+    TransferredGroup,
+    carry_rate,
+    learn_transfer,
+    map_features,
+    target_highly_activating,
+    transfer_concepts,
+)
+
+__all__ = [
+    "DEFAULT_DISCARD_WORDS",
+    "BankError",
+    "CaptionBank",
+    "CaptionTerms",
+    "ConceptExtractor",
+    "FailureExplanation",
+    "Falcon",
+    "FalconConfig",
+    "FalconResult",
+    "FeatureGroupTarget",
+    "GroupExplanation",
+    "SearchResult",
+    "TransferredGroup",
+    "activation_threshold",
+    "build_bank",
+    "cam_boxes",
+    "carry_rate",
+    "compute_representations",
+    "concept_presence",
+    "contrastive_filter",
+    "contrastive_filter_report",
+    "contributions",
+    "crop_images",
+    "default_world_bank",
+    "explain_failures",
+    "failure_spurious_report",
+    "feature_groups",
+    "ground_truth_terms",
+    "group_cams",
+    "highly_activating",
+    "import_embedding_shards",
+    "largest_region_box",
+    "last_stage_blocks",
+    "learn_transfer",
+    "linear_head_from_probe",
+    "lowly_activating",
+    "map_features",
+    "normalize_rows",
+    "open_bank",
+    "precision_recall_at_k",
+    "rank_terms",
+    "read_caption_file",
+    "resize_crops",
+    "single_feature_sets",
+    "source_concepts",
+    "target_highly_activating",
+    "transfer_concepts",
+    "word_scores",
+    "world_caption_texts",
+    "write_concepts_csv",
+    "write_failures",
+    "write_falcon_outputs",
+    "write_html_report",
+]

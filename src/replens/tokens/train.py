@@ -1,0 +1,403 @@
+"""CLIP-style training of the Visual Token Encoder and its baselines (seed sections 6.4.2, 6.5.1).
+
+One loop trains every image side of :mod:`replens.tokens.model` against the
+VL model's text tower, fine-tuned alongside, with open_clip's ``ClipLoss``
+(the symmetric InfoNCE of CLIP over the batch), AdamW and a linear warm-up
+followed by cosine decay (the seed: warm-up for a tenth of training).
+
+* Every step draws one caption per image at random (the seed samples 1 of
+  COCO's 5 captions); the draw, the data order and dropout are pure functions
+  of ``(seed, step)``, so ``resume`` continues exactly where a run stopped.
+* Checkpoints (``checkpoint.pt``) hold plain tensors and numbers, are written
+  atomically and load with ``torch.load(weights_only=True)``; the finished
+  model is ``model.safetensors`` (:func:`~replens.tokens.model.load_token_model`).
+* Every ``eval_every`` steps the held-out retrieval recall and the mean
+  diagonal / off-diagonal image-text similarity are logged (Figure 6.4).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from replens.runs import atomic_write, atomic_write_json
+from replens.tokens.encoder import TokenEncoderConfig, preset_config
+from replens.tokens.evaluation import PairData, retrieval_metrics
+from replens.tokens.model import ENCODERS, DualEncoder, build_dual_encoder, save_token_model
+
+__all__ = ["TokenTrainConfig", "build_model_for", "load_training_checkpoint", "lr_at", "train_token_model"]
+
+
+@dataclass
+class TokenTrainConfig:
+    """One training run.
+
+    Attributes:
+        encoder: Image side (:data:`~replens.tokens.model.ENCODERS`).
+        preset: Architecture preset (:data:`~replens.tokens.encoder.PRESETS`).
+        width: Override the preset's width.
+        layers: Override the preset's layers.
+        heads: Override the preset's heads.
+        mlp_ratio: Feed-forward size over width.
+        dropout: Transformer dropout.
+        pool: Token encoder pooling (``mean`` or ``image``).
+        box_embedding: Token encoder box embedding (see :mod:`replens.tokens.encoder`).
+        patch_size: ViT patch side.
+        image_size: ViT input side (None: the images' side).
+        steps: Optimiser steps.
+        batch_size: Image-caption pairs per step (the seed: 256).
+        lr: Peak learning rate of the image side.
+        text_lr: Peak learning rate of the text tower and temperature (None: ``lr``).
+        weight_decay: AdamW weight decay (matrices only).
+        warmup_fraction: Fraction of steps of linear warm-up (the seed: 10 of 100 epochs).
+        eval_every: Steps between held-out evaluations (0: only at the end).
+        eval_caption: Which caption of each held-out image is the retrieval query.
+        max_eval: Held-out images used by the evaluations.
+        log_every: Steps between loss lines in ``metrics.jsonl``.
+        num_workers: Background processes that assemble batches (token padding,
+            image reads) while the model trains (0: in the training process).
+        checkpoint_every: Steps between checkpoints (0: only at the end).
+        seed: Seed of initialisation, data order and caption draws.
+        device: Training device.
+    """
+
+    encoder: str = "tokens"
+    preset: str = "cpu"
+    width: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    pool: str = "mean"
+    box_embedding: bool = True
+    patch_size: int = 4
+    image_size: int | None = None
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 5e-4
+    text_lr: float | None = None
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    eval_every: int = 100
+    eval_caption: int = 0
+    max_eval: int = 1000
+    log_every: int = 10
+    num_workers: int = 0
+    checkpoint_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose from {sorted(ENCODERS)}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps must be >= 1 and batch_size >= 2 (a contrastive batch)")
+
+    def encoder_config(self) -> TokenEncoderConfig:
+        """The architecture (preset plus overrides)."""
+        return preset_config(
+            self.preset,
+            width=self.width,
+            layers=self.layers,
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+            dropout=self.dropout,
+            pool=self.pool,
+            box_embedding=self.box_embedding,
+        )
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then half-cosine decay to 0."""
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+class _Indices(torch.utils.data.Dataset):
+    """Dataset of indices: the collate function assembles a whole batch at once."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class _Collate:
+    def __init__(self, data: PairData, uses_tokens: bool, context: int) -> None:
+        self.data, self.uses_tokens, self.context = data, uses_tokens, context
+
+    def __call__(self, indices: list[int]) -> tuple[list[int], dict[str, Any]]:
+        return indices, self.data.inputs(self.uses_tokens, indices, self.context)
+
+
+def _batches(data: PairData, config: TokenTrainConfig, uses_tokens: bool, context: int, start: int,
+             steps_per_epoch: int) -> Iterator[tuple[list[int], dict[str, Any]]]:
+    """Training batches from step ``start`` on, in the order fixed by ``(seed, epoch)``."""
+    epoch, offset = divmod(start, steps_per_epoch)
+    collate = _Collate(data, uses_tokens, context)
+    while True:
+        plan = _epoch_order(len(data), config.batch_size, config.seed, epoch)[offset:]
+        if config.num_workers:
+            loader = torch.utils.data.DataLoader(
+                _Indices(len(data)), batch_sampler=plan, collate_fn=collate, num_workers=config.num_workers,
+                pin_memory=config.device.startswith("cuda"),
+            )
+            yield from loader
+        else:
+            yield from (collate(b) for b in plan)
+        epoch, offset = epoch + 1, 0
+
+
+def _clone_vl(vl: Any) -> Any:
+    """A copy of a VL model with its own weights (the tokenizer, large and read-only, is shared)."""
+    from replens.vl import VLModel
+
+    clone = VLModel(
+        copy.deepcopy(vl.model),
+        vl.tokenizer,
+        image_size=vl.image_size,
+        mean=vl.mean,
+        std=vl.std,
+        name=vl.name,
+        config=vl.config,
+        fingerprint=vl.fingerprint,
+    )
+    return clone.to(vl.device)
+
+
+def build_model_for(config: TokenTrainConfig, vl: Any, data: PairData) -> tuple[DualEncoder, dict[str, Any]]:
+    """Build the model of ``config`` for ``data`` (a copy of ``vl`` is fine-tuned, not ``vl``).
+
+    Returns:
+        ``(model, arch)`` where ``arch`` holds the keyword arguments that rebuild it
+        (``config``, ``dims``, ``image_size``, ``patch_size``).
+    """
+    enc_config = config.encoder_config()
+    dims = data.tokens.dims if config.encoder in ("tokens", "tokens-no-attn") else None
+    image_size = config.image_size
+    if config.encoder == "vit" and image_size is None:
+        image_size = int(data.images([0]).shape[-1])
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = build_dual_encoder(
+            config.encoder, _clone_vl(vl), enc_config, dims=dims, image_size=image_size,
+            patch_size=config.patch_size,
+        )
+    return model, {"config": enc_config, "dims": dims, "image_size": image_size, "patch_size": config.patch_size}
+
+
+def _optimizer(model: DualEncoder, config: TokenTrainConfig) -> torch.optim.AdamW:
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.trainable_parameters():
+        is_text = name.startswith("vl.") and model.kind != "vl-image"
+        decay = p.ndim >= 2 and "type_embedding" not in name and "positional_embedding" not in name
+        groups.setdefault((is_text, decay), []).append(p)
+    text_lr = config.text_lr if config.text_lr is not None else config.lr
+    param_groups = [
+        {
+            "params": ps,
+            "weight_decay": config.weight_decay if decay else 0.0,
+            "peak_lr": text_lr if is_text else config.lr,
+        }
+        for (is_text, decay), ps in sorted(groups.items())
+    ]
+    # foreach: one multi-tensor kernel per group instead of a Python loop over parameters
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, foreach=True)
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read ``checkpoint.pt`` safely (``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train_token_model(
+    config: TokenTrainConfig,
+    train_data: PairData,
+    vl: Any,
+    run_dir: str | Path,
+    *,
+    val_data: PairData | None = None,
+    vl_spec: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one image side and the text tower with the CLIP loss.
+
+    Args:
+        config: The run.
+        train_data: Training pairs (a token cache; images for image encoders).
+        vl: The VL model whose text tower is fine-tuned (copied first).
+        run_dir: Output folder (``checkpoint.pt``, ``metrics.jsonl``,
+            ``model.safetensors``, ``train_summary.json``).
+        val_data: Held-out pairs for the periodic evaluations.
+        vl_spec: How ``vl`` was loaded (stored to rebuild open_clip models without a config).
+        resume: Continue from ``run_dir/checkpoint.pt`` when it exists.
+        progress: Show a tqdm bar.
+        stop_after: Return after this many steps in this call (tests of resume).
+        on_log: Called with every metrics record.
+        extra_meta: More metadata for ``model.safetensors`` (e.g. the token cache it was trained on).
+
+    Returns:
+        The summary (also written to ``train_summary.json``) with ``model``
+        (the trained :class:`DualEncoder`) added.
+    """
+    from open_clip import ClipLoss
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(config.device)
+    n = len(train_data)
+    if n < config.batch_size:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({n} pairs)")
+    if any(not caps for caps in train_data.captions):
+        bad = next(i for i, caps in enumerate(train_data.captions) if not caps)
+        raise ValueError(f"training image {train_data.tokens.names[bad]!r} has no caption")
+    model, arch = build_model_for(config, vl, train_data)
+    model.to(device).train()
+    optimizer = _optimizer(model, config)
+    loss_fn = ClipLoss()
+
+    captions = sorted({c for caps in train_data.captions for c in caps})
+    caption_id = {c: k for k, c in enumerate(captions)}
+    caption_tokens = model.vl.tokenize(captions)
+    per_image = [[caption_id[c] for c in caps] for caps in train_data.captions]
+    steps_per_epoch = n // config.batch_size
+    warmup = int(config.warmup_fraction * config.steps)
+    context = arch["config"].context_length
+
+    step = 0
+    ckpt_path = run_dir / "checkpoint.pt"
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume and ckpt_path.exists():
+        ckpt = load_training_checkpoint(ckpt_path)
+        if ckpt["config"] != asdict(config):
+            changed = sorted(k for k in ckpt["config"] if ckpt["config"][k] != asdict(config).get(k))
+            if [k for k in changed if k not in ("steps", "device")]:
+                raise ValueError(f"cannot resume {ckpt_path}: the configuration changed ({changed})")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+        kept = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
+        atomic_write(metrics_path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in kept)))
+    else:
+        atomic_write(metrics_path, lambda tmp: tmp.write_text(""))
+
+    def save_ckpt() -> None:
+        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                   "config": asdict(config)}
+        atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
+
+    def evaluate() -> dict[str, float]:
+        if val_data is None:
+            return {}
+        res = retrieval_metrics(model, val_data, caption_index=config.eval_caption, max_items=config.max_eval)
+        return {k: v for k, v in res.items() if not k.startswith("n_")}
+
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.encoder}", unit="step", disable=not progress)
+    t0, seen, calls, last_loss = time.perf_counter(), 0, 0, float("nan")
+    last_eval: dict[str, float] = {}
+    log = open(metrics_path, "a", encoding="utf-8")
+    try:
+        batches = _batches(train_data, config, model.uses_tokens, context, step, steps_per_epoch)
+        while step < config.steps and (stop_after is None or calls < stop_after):
+            batch_idx, inputs = next(batches)
+            rng = np.random.default_rng([config.seed, step])
+            chosen = np.array([per_image[i][rng.integers(len(per_image[i]))] for i in batch_idx])
+            distinct, where = np.unique(chosen, return_inverse=True)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config.steps, warmup, group["peak_lr"])
+            torch.manual_seed(config.seed * 1_000_003 + step)  # dropout is a function of (seed, step)
+            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            image_features = model.encode_image(**inputs)
+            text_features = model.encode_text(caption_tokens[torch.from_numpy(distinct)].to(device))
+            text_features = text_features[torch.from_numpy(where).to(device)]
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            last_loss = float(loss.detach())
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"loss became {last_loss} at step {step}; lower the learning rate")
+            step, calls, seen = step + 1, calls + 1, seen + len(batch_idx)
+            record: dict[str, Any] = {}
+            if step % config.log_every == 0 or step == config.steps:
+                record = {"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"],
+                          "logit_scale": float(model.logit_scale.detach().exp())}
+            if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.steps):
+                last_eval = evaluate()
+                model.train()
+                record = {"step": step, "loss": last_loss, **record, **last_eval}
+            if record:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if on_log is not None:
+                    on_log(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
+                save_ckpt()
+    finally:
+        bar.close()
+        log.close()
+    elapsed = time.perf_counter() - t0
+    finished = step >= config.steps
+    model.eval()
+    model_path = run_dir / "model.safetensors"
+    if finished:
+        save_token_model(
+            model_path,
+            model,
+            arch["config"],
+            dims=arch["dims"],
+            image_size=arch["image_size"],
+            patch_size=arch["patch_size"],
+            vl_spec=vl_spec,
+            extra={"train_config": asdict(config), **(extra_meta or {})},
+        )
+    summary = {
+        "encoder": config.encoder,
+        "steps": step,
+        "total_steps": config.steps,
+        "finished": finished,
+        "final_loss": last_loss,
+        "samples_per_s": seen / elapsed if elapsed > 0 else float("nan"),
+        "seconds": elapsed,
+        "parameters": {
+            "image_side": sum(p.numel() for n_, p in model.trainable_parameters() if not n_.startswith("vl.")
+                              or model.kind == "vl-image"),
+            "trainable": sum(p.numel() for _, p in model.trainable_parameters()),
+        },
+        "eval": last_eval,
+        "checkpoint": str(ckpt_path),
+        "model_path": str(model_path) if finished else None,
+    }
+    atomic_write_json(run_dir / "train_summary.json", summary)
+    return {**summary, "model": model}

@@ -1,0 +1,107 @@
+"""Vision-language models (``replens.vl``): open_clip models and the embedded tiny CLIP.
+
+One entry point, :func:`load_vl_model`, returns a :class:`VLModel` with
+``encode_image``, ``encode_text``, ``tokenize`` and ``preprocess`` (and the
+batched, gradient-free ``embed_images`` / ``embed_texts``)::
+
+    from replens.vl import load_vl_model
+
+    vl = load_vl_model()                              # embedded tiny CLIP (cached; trained on demand)
+    vl = load_vl_model("runs/vl-train/model.safetensors")
+    vl = load_vl_model("ViT-B-32:openai")             # open_clip weights from the local cache only
+    vl = load_vl_model("open_clip:ViT-B-32", weights="clip.pt")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from replens.vl.model import VL_FORMAT, VLModel, file_fingerprint, load_open_clip, load_vl_checkpoint
+from replens.vl.tiny import (
+    TINY_CLIP_NAME,
+    TinyClipConfig,
+    TinyClipTrainConfig,
+    TrainingItem,
+    build_tiny_clip,
+    default_tiny_clip,
+    default_world,
+    tiny_clip_cache_path,
+    train_tiny_clip,
+    world_training_items,
+)
+from replens.vl.zeroshot import (
+    DEFAULT_TEMPLATES,
+    class_text_embeddings,
+    world_attribute_accuracy,
+    world_templates,
+    zero_shot_classify,
+)
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "TINY_CLIP_NAME",
+    "VL_FORMAT",
+    "TinyClipConfig",
+    "TinyClipTrainConfig",
+    "TrainingItem",
+    "VLModel",
+    "build_tiny_clip",
+    "class_text_embeddings",
+    "default_tiny_clip",
+    "default_world",
+    "file_fingerprint",
+    "load_open_clip",
+    "load_vl_checkpoint",
+    "load_vl_model",
+    "tiny_clip_cache_path",
+    "train_tiny_clip",
+    "world_attribute_accuracy",
+    "world_templates",
+    "world_training_items",
+    "zero_shot_classify",
+]
+
+
+def load_vl_model(
+    name_or_path: str | Path | None = None,
+    *,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path = "runs/cache",
+    train_if_missing: bool = True,
+    progress: bool = True,
+) -> VLModel:
+    """Load a vision-language model by name or path.
+
+    Args:
+        name_or_path: ``None`` or ``"tiny-clip"``: the embedded tiny CLIP,
+            cached under ``cache_dir`` and trained on demand; a path to a
+            checkpoint written by ``replens vl train`` (file or folder); or an
+            open_clip ``<model>[:<tag>]`` (optionally prefixed ``open_clip:``)
+            whose tag's weights are in the local cache.
+        weights: A local full-CLIP checkpoint for an open_clip model name.
+        device: Where to put the model.
+        cache_dir: Cache of the default tiny CLIP.
+        train_if_missing: Train the default tiny CLIP when it is not cached.
+        progress: Progress bars while training on demand.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        WeightsError: Missing or mismatched weights (never downloads).
+        KeyError: Unknown open_clip model name.
+    """
+    if name_or_path is None or str(name_or_path) == TINY_CLIP_NAME:
+        if weights is not None:
+            return load_vl_checkpoint(weights, device=device)
+        return default_tiny_clip(cache_dir, train_if_missing=train_if_missing, device=device, progress=progress)
+    spec = str(name_or_path)
+    path = Path(spec)
+    if path.exists() or spec.endswith((".safetensors", ".pt", ".pth", ".bin")) or "/" in spec:
+        if not path.exists():
+            from replens.models.weights import WeightsError
+
+            raise WeightsError(f"VL checkpoint not found: {path}")
+        return load_vl_checkpoint(path, device=device)
+    return load_open_clip(spec, weights=weights, device=device)

@@ -1,0 +1,372 @@
+"""A vision-language model behind one small interface: :class:`VLModel`.
+
+FALCON (seed section 4.2.1) needs a CLIP-like model with an image encoder
+``g_im`` and a text encoder ``g_tx`` whose L2-normalised outputs are compared
+by cosine similarity. :class:`VLModel` wraps any open_clip ``CLIP`` together
+with its tokenizer and preprocessing, so callers never touch open_clip
+directly::
+
+    from replens.vl import load_vl_model
+
+    vl = load_vl_model("ViT-B-32:openai")            # open_clip weights from the local cache
+    vl = load_vl_model("runs/vl/model.safetensors")  # a checkpoint written by `replens vl train`
+    vl = load_vl_model()                             # the embedded tiny CLIP (trained on demand)
+
+    image_emb = vl.embed_images(uint8_images)        # (B, k) float32, L2-normalised
+    text_emb = vl.embed_texts(["a red circle"])      # (1, k)
+
+Weights are only read from local files: an open_clip tag is looked up in
+open_clip's caches (the Hugging Face hub cache or ``~/.cache/clip``), and a
+missing file raises :class:`~replens.models.weights.WeightsError` naming where
+it looked and how to pass a file instead. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replens.models.weights import WeightsError, read_checkpoint, save_checkpoint
+
+__all__ = ["VL_FORMAT", "VLModel", "file_fingerprint", "load_open_clip", "load_vl_checkpoint"]
+
+#: ``format`` value in the metadata of checkpoints written by :meth:`VLModel.save`.
+VL_FORMAT = "replens-vl"
+
+
+class VLModel(nn.Module):
+    """An open_clip CLIP model with its tokenizer and image preprocessing.
+
+    Args:
+        model: An ``open_clip.CLIP`` (or any module with ``encode_image``,
+            ``encode_text`` and ``logit_scale``).
+        tokenizer: Callable mapping a list of strings to (B, L) token ids
+            (open_clip's tokenizer).
+        image_size: Square input side of the image tower.
+        mean: Per-channel normalisation mean (RGB, images in [0, 1]).
+        std: Per-channel normalisation std.
+        name: A readable name (``"tiny-clip"``, ``"ViT-B-32:openai"``).
+        config: The open_clip model configuration (``embed_dim``,
+            ``vision_cfg``, ``text_cfg``) when known; saved with the weights.
+        fingerprint: A string that identifies the weights (used as a cache key
+            for caption banks).
+
+    Attributes:
+        embed_dim: Size ``k`` of the joint embedding space.
+        context_length: Token context length of the text tower.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        name: str,
+        config: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.name = name
+        self.config = config
+        self.fingerprint = fingerprint or name
+        self.register_buffer("pixel_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        proj = getattr(model, "text_projection", None)
+        if isinstance(proj, torch.Tensor):
+            self.embed_dim = int(proj.shape[-1])
+        else:
+            visual = getattr(model, "visual", None)
+            self.embed_dim = int(getattr(visual, "output_dim", 0))
+        self.context_length = int(getattr(model, "context_length", getattr(tokenizer, "context_length", 77)))
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned inverse temperature ``exp(logit_scale)``."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else 100.0
+
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Token ids (B, context_length) from open_clip's tokenizer (on CPU)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.tokenizer(list(texts))
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize and normalise images for the image tower.
+
+        The shorter side is resized to ``image_size`` (bilinear, antialiased)
+        and the centre square kept, as open_clip's preprocessing does.
+
+        Args:
+            images: uint8 in [0, 255] or float in [0, 1].
+
+        Returns:
+            Normalised float tensor on the model's device.
+
+        Shape:
+            - Input: (B, 3, H, W) or (3, H, W)
+            - Output: (B, 3, image_size, image_size)
+        """
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        h, w = x.shape[-2:]
+        size = self.image_size
+        if (h, w) != (size, size):
+            scale = size / min(h, w)
+            nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            top, left = (nh - size) // 2, (nw - size) // 2
+            x = x[..., top : top + size, left : left + size]
+        return (x - self.pixel_mean) / self.pixel_std
+
+    # ----------------------------------------------------------------- encoders
+    def encode_image(self, images: torch.Tensor, normalize: bool = True, preprocess: bool = True) -> torch.Tensor:
+        """Image embeddings ``g_im(x)`` (gradients flow; wrap in ``no_grad`` for inference).
+
+        Args:
+            images: Raw images (see :meth:`preprocess`) or, with
+                ``preprocess=False``, already normalised inputs.
+            normalize: L2-normalise each row.
+            preprocess: Apply :meth:`preprocess` first.
+
+        Shape:
+            - Input: (B, 3, H, W)
+            - Output: (B, embed_dim)
+        """
+        x = self.preprocess(images) if preprocess else images
+        out = self.model.encode_image(x)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_text(self, texts: Sequence[str] | torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Text embeddings ``g_tx(s)`` of strings or token ids (gradients flow).
+
+        Shape:
+            - Input: B strings or (B, context_length) token ids
+            - Output: (B, embed_dim)
+        """
+        tokens = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
+        out = self.model.encode_text(tokens.to(self.device))
+        return F.normalize(out, dim=-1) if normalize else out
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised image embeddings, batched, without gradients, float32 on CPU.
+
+        Shape:
+            - Input: (B, 3, H, W) uint8 or float in [0, 1]
+            - Output: (B, embed_dim)
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [
+                self.encode_image(images[i : i + batch_size]).float().cpu() for i in range(0, len(images), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0, self.embed_dim)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 512, progress: bool = False) -> torch.Tensor:
+        """L2-normalised text embeddings, batched, without gradients, float32 on CPU.
+
+        Shape:
+            - Input: B strings
+            - Output: (B, embed_dim)
+        """
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        parts = []
+        try:
+            starts = range(0, len(texts), batch_size)
+            for i in tqdm(starts, desc="encode text", unit="batch", disable=not progress, leave=False):
+                parts.append(self.encode_text(list(texts[i : i + batch_size])).float().cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0, self.embed_dim)
+
+    def forward(self, images: torch.Tensor, texts: Sequence[str] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (image, text) embeddings of a batch of pairs."""
+        return self.encode_image(images), self.encode_text(texts)
+
+    # ----------------------------------------------------------------- I/O
+    def save(self, path: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
+        """Write the weights and everything needed to rebuild the model (safetensors).
+
+        Only models with a known open_clip ``config`` can be saved this way.
+        """
+        if self.config is None:
+            raise ValueError(f"VL model {self.name!r} has no open_clip config to save with its weights")
+        meta = {
+            "format": VL_FORMAT,
+            "name": self.name,
+            "open_clip_config": self.config,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "context_length": self.context_length,
+            **(extra_meta or {}),
+        }
+        return save_checkpoint(path, self.model, meta)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, embed_dim={self.embed_dim}, image_size={self.image_size}"
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """A short sha256 of a file's bytes (identifies weights for caches)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _open_clip_tokenizer(context_length: int) -> Any:
+    """open_clip's BPE tokenizer (built once per context length: reading its merges takes a second)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(context_length=context_length)
+
+
+def load_vl_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> VLModel:
+    """Rebuild a :class:`VLModel` saved by :meth:`VLModel.save`.
+
+    Args:
+        path: The ``.safetensors`` file, or a folder holding ``model.safetensors``.
+        device: Where to put the model.
+
+    Raises:
+        WeightsError: Missing file, or a file without replens VL metadata
+            (for a plain open_clip checkpoint use ``load_vl_model("open_clip:NAME", weights=PATH)``).
+    """
+    import open_clip
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    state, meta = read_checkpoint(path)
+    if meta.get("format") != VL_FORMAT or "open_clip_config" not in meta:
+        raise WeightsError(
+            f"{path} is not a replens VL checkpoint (no '{VL_FORMAT}' metadata); for open_clip weights pass "
+            "the architecture too: --vl open_clip:<model> --vl-weights PATH"
+        )
+    config = meta["open_clip_config"]
+    try:
+        model = open_clip.CLIP(**json.loads(json.dumps(config)))
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot build the open_clip model from its saved config: {exc}") from None
+    missing = [k for k in model.state_dict() if k not in state]
+    unexpected = [k for k in state if k not in model.state_dict()]
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: weights do not match their config (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    model.load_state_dict(state)
+    tokenizer = _open_clip_tokenizer(int(meta.get("context_length", config["text_cfg"]["context_length"])))
+    vl = VLModel(
+        model,
+        tokenizer,
+        image_size=int(meta["image_size"]),
+        mean=meta["mean"],
+        std=meta["std"],
+        name=str(meta.get("name", path.stem)),
+        config=config,
+        fingerprint=file_fingerprint(path),
+    )
+    return vl.to(device).eval()
+
+
+def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str | torch.device = "cpu") -> VLModel:
+    """An open_clip model by name with weights from the local cache or a file.
+
+    Args:
+        spec: ``<model>[:<pretrained tag>]``, e.g. ``ViT-B-32:openai`` (an
+            optional ``open_clip:`` prefix is accepted).
+        weights: A local checkpoint of the full CLIP model (excludes a tag).
+        device: Where to put the model.
+
+    Raises:
+        KeyError: Unknown open_clip model.
+        WeightsError: Neither a tag nor a weights file, or the tag's weights
+            are not in the local cache.
+    """
+    import open_clip
+
+    from replens.models.open_clip_backbone import _cached_open_clip_file
+
+    spec = spec.removeprefix("open_clip:")
+    model_name, _, tag = spec.partition(":")
+    if model_name not in open_clip.list_models():
+        raise KeyError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    if tag and weights is not None:
+        raise ValueError(f"pass a pretrained tag ({tag!r}) or a weights file, not both")
+    if not tag and weights is None:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise WeightsError(
+            f"open_clip {model_name} needs weights: a pretrained tag from the local cache (one of {tags}, "
+            f"e.g. {model_name}:{tags[0] if tags else 'TAG'}) or a checkpoint file (--vl-weights PATH)"
+        )
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    kwargs: dict[str, Any] = {}
+    if tag:
+        cfg = open_clip.get_pretrained_cfg(model_name, tag)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
+        mean, std = cfg.get("mean", mean), cfg.get("std", std)
+        checkpoint, looked, _ = _cached_open_clip_file(model_name, tag, cfg)
+        if checkpoint is None:
+            raise WeightsError(
+                f"open_clip weights {model_name}:{tag} are not in the local cache (looked in {'; '.join(looked)}); "
+                f"replens never downloads them. Copy the cache from a connected machine or pass a checkpoint file."
+            )
+        kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
+        fingerprint = f"open_clip:{model_name}:{tag}"
+    else:
+        checkpoint = str(weights)
+        if not Path(checkpoint).is_file():
+            raise WeightsError(f"open_clip weights file not found: {checkpoint}")
+        fingerprint = f"open_clip:{model_name}:{file_fingerprint(checkpoint)}"
+    try:
+        model = open_clip.create_model(model_name, pretrained=checkpoint, device="cpu", **kwargs)
+    except RuntimeError as exc:  # key/shape mismatches from open_clip's loader
+        raise WeightsError(f"cannot load {checkpoint} into open_clip {model_name}: {exc}") from None
+    tokenizer = open_clip.get_tokenizer(model_name)
+    size = model.visual.image_size
+    size = size[-1] if isinstance(size, tuple | list) else size
+    vl = VLModel(
+        model, tokenizer, image_size=int(size), mean=mean, std=std, name=spec, config=None, fingerprint=fingerprint
+    )
+    return vl.to(device).eval()

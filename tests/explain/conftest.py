@@ -1,0 +1,52 @@
+"""Shared fixtures of the FALCON tests: spaCy, a tiny world and a tiny CLIP trained for a few steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from replens.explain.concepts import ConceptExtractor
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_thread() -> Iterator[None]:
+    """These workloads are tiny: one thread avoids OpenMP contention on a busy machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="package")
+def extractor() -> ConceptExtractor:
+    return ConceptExtractor()
+
+
+@pytest.fixture(scope="package")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from replens.world import WorldConfig, generate_world
+
+    cfg = WorldConfig(n=120, size=32, seed=3, spurious=1.0, test_fraction=0.5, shard_size=64)
+    return Path(generate_world(cfg, tmp_path_factory.mktemp("world") / "w", progress=False))
+
+
+@pytest.fixture(scope="package")
+def tiny_clip_path(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from replens.vl import TinyClipConfig, TinyClipTrainConfig, train_tiny_clip
+
+    model = TinyClipConfig(
+        embed_dim=32,
+        vision_tower="vit",
+        vision_width=32,
+        vision_layers=1,
+        vision_head_width=16,
+        text_width=32,
+        text_layers=1,
+        text_heads=2,
+    )
+    path = tmp_path_factory.mktemp("clip") / "model.safetensors"
+    train_tiny_clip(tiny_world, path, TinyClipTrainConfig(model=model, steps=3, batch_size=16), progress=False)
+    return path

@@ -1,0 +1,64 @@
+"""Tiny fixtures for the token tests: a small world, a random tiny CLIP, token caches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from replens.vl import TinyClipConfig, VLModel, build_tiny_clip
+from replens.world import WorldConfig, generate_world
+
+TINY_VL = TinyClipConfig(
+    embed_dim=32,
+    image_size=32,
+    patch_size=8,
+    vision_width=32,
+    vision_layers=1,
+    vision_head_width=16,
+    text_width=32,
+    text_layers=1,
+    text_heads=2,
+    context_length=32,
+)
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread() -> Iterator[None]:
+    """These models are tiny: one thread is faster, and immune to other jobs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_world(WorldConfig(n=80, size=32, seed=3, shard_size=40), tmp_path_factory.mktemp("w") / "w",
+                          progress=False)
+
+
+@pytest.fixture(scope="session")
+def vl() -> VLModel:
+    return build_tiny_clip(TINY_VL, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def vl_file(vl: VLModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return vl.save(tmp_path_factory.mktemp("vl") / "vl.safetensors")
+
+
+@pytest.fixture(scope="session")
+def caches(world: Path, vl: VLModel, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from replens.tokens import ExtractConfig, extract_tokens
+
+    root = tmp_path_factory.mktemp("tok")
+    out = {}
+    for split in ("train", "test"):
+        out[split] = extract_tokens(
+            ExtractConfig(data=f"world:{world}?split={split}", shard_size=24, batch_size=16),
+            root / split, vl=vl, progress=False,
+        )
+    return out
