@@ -54,6 +54,14 @@ def test_failure_explanations_follow_argmax_of_h_times_u():
 
     out = explain_failures(h, u, pred, labels, groups[:1], explain_feature=on_demand, top_features=2)
     assert all(f.words for f in out) and len(calls) == len(set(calls))
+    # unexplainable contributing features are skipped: the best-ranked explained one with a positive term is used
+    out = explain_failures(h, u, pred, labels, groups[3:], search_depth=6)
+    for f in out:
+        terms = h[f.row] * u[pred[f.row]]
+        if terms[5] > 0:
+            assert f.top_features == [(5, pytest.approx(terms[5]))] and f.concepts() == ["crimson", "patch"]
+        else:
+            assert not f.words and f.top_features[0][0] == int(np.argmax(terms))
 
 
 def test_probe_head_acts_on_raw_features():

@@ -175,7 +175,9 @@ def test_cli_vl_train_and_zeroshot(world: Path, tmp_path: Path, trained):
     zs_metrics = json.loads((zs / "metrics.json").read_text())
     assert zs_metrics["samples"] == 20
     attrs = zs_metrics["crop_attributes"]
-    assert {"colour", "shape", "texture", "marker"} <= set(attrs) and all(0 <= attrs[k] <= 100 for k in ("colour", "marker"))
+    assert {"colour", "shape", "texture", "marker"} <= set(attrs) and all(
+        0 <= attrs[k] <= 100 for k in ("colour", "marker")
+    )
     assert (
         main(
             [

@@ -12,7 +12,8 @@ With any SSL recipe of the engine, DDM
    updates the critic D (an MLP with LeakyReLU) by ascending the same term
    with the gradient penalty of Gulrajani et al.: alternating gradient
    descent-ascent, the critic with its own Adam at lr 0.005 and cosine
-   annealing (section 2.4.1);
+   annealing (section 2.4.1); by default 5 critic updates per encoder step
+   (Gulrajani et al.'s n_critic) on h^p / ||h^p|| (see ``critic_normalize``);
 4. weights the SSL loss by lambda = 0.5 (Eq. 2.1: lambda L_ssl + L_d_var +
    L_d_invar; the engine adds plug-in terms to the recipe's loss, so the
    plug-in contributes ``(lambda - 1) L_ssl``, logged as ``ddm/ssl_scale``).

@@ -50,12 +50,13 @@ class AuditConfig:
 
 
 def _world_dir(config: AuditConfig, progress: bool) -> Path:
-    from replens.world import WorldConfig, generate_world
+    from replens.world import GENERATOR_VERSION, WorldConfig, generate_world
 
     if config.world_dir:
         return Path(config.world_dir)
     wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=list(config.domains), seed=config.seed)
-    key = hashlib.sha256(json.dumps(asdict(wcfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    keyed = {**asdict(wcfg), "generator_version": GENERATOR_VERSION}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
     out = Path(config.cache_dir) / f"world-{key}"
     return Path(generate_world(wcfg, out, progress=progress))
 

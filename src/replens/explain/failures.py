@@ -60,7 +60,8 @@ class FailureExplanation:
         name: Its name.
         label: True class index.
         prediction: Predicted class index.
-        top_features: ``(feature, contribution)`` best first.
+        top_features: ``(feature, contribution)`` of the explained most
+            contributing features, best first (the plain argmax when none is explainable).
         groups: Names of the explained groups the concepts come from.
         words: Concepts ``(term, Word Score)`` of those groups, merged
             (a term keeps its best score), best first.
@@ -118,6 +119,7 @@ def explain_failures(
     top_terms: int = 8,
     explain_feature: Callable[[tuple[int, ...]], GroupExplanation | None] | None = None,
     max_samples: int | None = None,
+    search_depth: int = 10,
 ) -> list[FailureExplanation]:
     """Concepts of the most contributing features of every mis-classified sample.
 
@@ -131,6 +133,9 @@ def explain_failures(
         names: Sample names.
         top_features: How many of the most contributing features to explain
             (1 is the seed's ``argmax``).
+        search_depth: When a contributing feature has no explanation (no
+            group contains it and it has too few highly activating images),
+            the next most contributing ones are tried, down to this rank.
         top_terms: Concepts kept per sample.
         explain_feature: Called with ``(feature,)`` when no explained group
             contains a contributing feature (e.g. ``Falcon.explain_group``);
@@ -157,10 +162,12 @@ def explain_failures(
         failures = failures[:max_samples]
     out = []
     for j in failures:
-        order = np.argsort(-contrib[j], kind="stable")[:top_features]
-        tops = [(int(f), float(contrib[j, f])) for f in order]
+        order = np.argsort(-contrib[j], kind="stable")[: max(top_features, search_depth)]
+        tops: list[tuple[int, float]] = []
         chosen: list[GroupExplanation] = []
-        for f, _ in tops:
+        for f in (int(i) for i in order):
+            if contrib[j, f] <= 0 or len(tops) == top_features:
+                break
             candidates = by_feature.get(f, [])
             if candidates:
                 best = max(candidates, key=lambda g: (float(contrib[j, list(g.features)].sum()), len(g.highly)))
@@ -170,8 +177,13 @@ def explain_failures(
                 best = cache[(f,)]
             else:
                 best = None
-            if best is not None and best not in chosen and (best.words or best.phrases):
+            if best is None or not (best.words or best.phrases):
+                continue
+            tops.append((f, float(contrib[j, f])))
+            if best not in chosen:
                 chosen.append(best)
+        if not tops:  # nothing explainable: still report the seed's argmax
+            tops = [(int(order[0]), float(contrib[j, order[0]]))]
         out.append(
             FailureExplanation(
                 row=int(j),

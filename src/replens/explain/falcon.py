@@ -101,7 +101,7 @@ class FalconConfig:
             raise ValueError("min_samples must be >= 0 and top_captions >= 1")
 
 
-@dataclass
+@dataclass(eq=False)
 class GroupExplanation:
     """FALCON's output for one feature group (or single feature).
 
