@@ -97,19 +97,6 @@ def test_embed_probe_and_train_end_to_end(world, tmp_path, capsys):
     assert "linear top-1" in capsys.readouterr().out
 
 
-def test_audit_writes_a_report(tmp_path):
-    out = tmp_path / "audit"
-    code = main(["audit", "--set", "world_n=200", "--set", "world_size=32", "--set", "train.epochs=1",
-                 "--set", "train.batch_size=32", "--set", f"cache_dir={tmp_path / 'cache'}", "--out", str(out),
-                 "--quiet"])
-    assert code == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["training"]["steps"] == 5
-    for part in ("trained", "random_init"):
-        assert 0 <= metrics[part]["linear"]["top1"] <= 100
-        assert set(metrics[part]["linear"]["per_domain"]) == {"photo", "cartoon", "sketch", "painting"}
-    assert "| **all** |" in (out / "summary.md").read_text()
-
 
 def test_presets_load_and_unknown_presets_are_named(tmp_path, capsys):
     from replens.cli import _preset_path

@@ -15,7 +15,7 @@ import pkgutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,14 +246,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from replens.engine.audit import AuditConfig, run_audit
 
     cfg = load_config(AuditConfig, args.config, args.overrides + [f"seed={args.seed}"])
-    if args.world:
-        cfg = apply_overrides(cfg, [f"world_dir={args.world}"])
+    given = {"world_dir": args.world, "model": args.model, "weights": args.weights, "data": args.data,
+             "test_data": args.test_data, "image_size": args.image_size, "device": args.device}
+    cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None}, pretrained=cfg.pretrained or args.pretrained)
+    if args.no_falcon:
+        cfg = replace(cfg, falcon=False)
     run = _run_dir(args, "audit")
     run.write_config({"command": "audit", **asdict(cfg)})
-    metrics = run_audit(cfg, run, progress=not args.quiet)
+    summary = run_audit(cfg, run, progress=not args.quiet)
     print((run / "summary.md").read_text())
-    print(f"report: {run.path}")
-    return 0 if metrics["trained"]["linear"]["top1"] == metrics["trained"]["linear"]["top1"] else 1
+    print(f"report: {run / 'index.html'}")
+    top1 = summary["overview"]["linear_top1"]
+    return 0 if top1 == top1 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,8 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("audit", help="build a world, train SimCLR, embed, probe per domain, write a report")
+    p = sub.add_parser(
+        "audit",
+        help="train, diagnose and explain an encoder; one offline HTML report",
+        description="With no arguments: build the embedded world, train SimCLR + DDM + FDA, probe per domain "
+        "against a random-init encoder, score every test sample with Q-Score, explain feature groups and "
+        "failures with FALCON, and write index.html + summary.json + PNG figures. With --model and --data: "
+        "the diagnose-and-explain half on a given encoder. Rerun with the same --out to resume.",
+    )
     p.add_argument("--world", default=None, help="use this world folder instead of building one")
+    p.add_argument("--model", default=None, help="audit this backbone (replens list) instead of training one")
+    p.add_argument("--weights", default=None, help="weights file of --model")
+    p.add_argument("--pretrained", action="store_true", help="the library's cached pretrained weights of --model")
+    p.add_argument("--data", default=None, help="probe-training data spec for --model (world: uses its train split)")
+    p.add_argument("--test-data", default=None, help="evaluation data spec (default: the test split of --data)")
+    p.add_argument("--image-size", type=int, default=None, help="image side for --model (default 32)")
+    p.add_argument("--device", default=None, help="device for embedding, probing and explaining (default cpu)")
+    p.add_argument("--no-falcon", action="store_true", help="skip the FALCON explanations")
     _config_opts(p)
     _common(p)
     p.set_defaults(handler=cmd_audit)

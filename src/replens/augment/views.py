@@ -382,6 +382,22 @@ def recipe_view(
     )
 
 
+def override_view(view: ViewConfig, overrides: dict[str, object]) -> ViewConfig:
+    """``view`` with some distributions replaced (e.g. ``{"crop_scale": [0.3, 1.0]}``).
+
+    Lists become tuples (YAML has no tuples); an unknown field raises a
+    ``ValueError`` naming it and the valid fields.
+    """
+    if not overrides:
+        return view
+    names = {f.name for f in fields(ViewConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"view_args: unknown view field(s) {unknown}; valid: {sorted(names)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return replace(view, **values)  # type: ignore[arg-type]
+
+
 def simclr_view_config(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ViewConfig:
     """SimCLR's view recipe at ``size`` px (strength s = 1, blur 0.5 at >= 96 px)."""
     return recipe_view(size, mean, std, blur_prob=0.5)

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from replens.augment.views import ViewConfig, ViewPipeline
+from replens.augment.views import ViewConfig, ViewPipeline, override_view
 from replens.data.base import BadImageGuard, ImageSource, collate_samples
 from replens.runs import atomic_write, atomic_write_json
 
@@ -62,6 +62,10 @@ class TrainConfig:
         tensorboard: Also log to ``run_dir/tensorboard``.
         method_args: Keyword arguments of the method's constructor (e.g.
             ``{"temperature": 0.2}``; see each recipe's docstring).
+        view_args: Overrides of every view's distributions
+            (:class:`~replens.augment.views.ViewConfig` fields), e.g.
+            ``{"crop_scale": [0.3, 1.0], "gray_prob": 0.0}``; applied to the
+            recipe's views before plug-ins change them.
         num_workers: DataLoader workers.
         accelerator: ``auto``, ``cpu`` or ``cuda``.
         devices: Devices for Fabric.
@@ -84,6 +88,7 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 1.0
     method_args: dict[str, Any] = field(default_factory=dict)
+    view_args: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
     plugins: list[str] = field(default_factory=list)
     plugin_args: dict[str, Any] = field(default_factory=dict)
@@ -275,7 +280,7 @@ def train(
     model = create_method(config.method, backbone, **method_args)
     if world > 1 and fabric.device.type == "cuda":  # SyncBatchNorm has no CPU kernels
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    view_configs = model.view_configs(config.image_size, mean, std)
+    view_configs = [override_view(v, config.view_args) for v in model.view_configs(config.image_size, mean, std)]
     for plugin in plugins:
         view_configs = plugin.view_configs(view_configs)
     pipelines = [ViewPipeline(v) for v in view_configs]

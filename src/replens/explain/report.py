@@ -23,7 +23,7 @@ from PIL import Image
 from replens.explain.failures import FailureExplanation
 from replens.explain.falcon import FalconResult, GroupExplanation
 from replens.explain.transfer import TransferredGroup
-from replens.runs import atomic_write, atomic_write_json, atomic_write_text
+from replens.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["image_strip", "write_concepts_csv", "write_failures", "write_falcon_outputs", "write_html_report"]
 
@@ -68,7 +68,7 @@ def image_strip(
 
 
 def _write_png(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write_bytes(path, data)
 
 
 def write_concepts_csv(path: str | Path, result: FalconResult) -> Path:

@@ -418,12 +418,10 @@ def tiny_clip_cache_path(config: TinyClipTrainConfig | None = None, cache_dir: s
 
 def default_world(config: TinyClipTrainConfig, cache_dir: str | Path = "runs/cache", progress: bool = True) -> Path:
     """Generate (or reuse) the world the default tiny CLIP trains on."""
-    from replens.world import GENERATOR_VERSION, WorldConfig, generate_world
+    from replens.world import WorldConfig, cached_world
 
     wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=config.world_domains, seed=config.seed)
-    blob = json.dumps({**wcfg.to_dict(), "generator": GENERATOR_VERSION}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    return Path(generate_world(wcfg, Path(cache_dir) / f"world-{key}", progress=progress))
+    return cached_world(wcfg, cache_dir, progress)
 
 
 def default_tiny_clip(

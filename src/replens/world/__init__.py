@@ -28,7 +28,7 @@ from replens.world.compositional import (
 )
 from replens.world.config import SPLITS, WorldConfig
 from replens.world.dataset import WorldDataset, load_world
-from replens.world.generate import WorldCacheError, generate_world, read_manifest, verify_world
+from replens.world.generate import WorldCacheError, cached_world, generate_world, read_manifest, verify_world
 from replens.world.preview import save_preview
 from replens.world.render import render_scenes
 from replens.world.scene import SceneBatch, sample_scenes
@@ -63,6 +63,7 @@ __all__ = [
     "WorldConfig",
     "WorldDataset",
     "attribute_swap_set",
+    "cached_world",
     "generate_world",
     "load_world",
     "read_manifest",

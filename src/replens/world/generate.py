@@ -275,6 +275,17 @@ def _check_existing(root: Path, config: WorldConfig, overwrite: bool) -> bool:
     return False
 
 
+def cached_world(config: WorldConfig, cache_dir: str | Path = "runs/cache", progress: bool = True) -> Path:
+    """Generate (or reuse) ``config``'s world in ``cache_dir/world-<key>``.
+
+    The key hashes the config and :data:`GENERATOR_VERSION`, so a new
+    generator never reuses an old world.
+    """
+    blob = json.dumps({**config.to_dict(), "generator": GENERATOR_VERSION}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return Path(generate_world(config, Path(cache_dir) / f"world-{key}", progress=progress))
+
+
 def generate_world(
     config: WorldConfig,
     out_dir: str | Path,

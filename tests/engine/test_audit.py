@@ -1,0 +1,142 @@
+"""``replens audit`` end to end on a tiny world: train (SimCLR + DDM + FDA), probe, Q-Score, FALCON, the HTML
+report in headless Chromium, resume, and the diagnose-only mode with --model/--data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from replens.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from replens.world import WorldConfig, generate_world
+
+    cfg = WorldConfig(n=240, size=32, seed=5, test_fraction=0.4, shard_size=128)
+    return Path(generate_world(cfg, tmp_path_factory.mktemp("world") / "w", progress=False))
+
+
+@pytest.fixture(scope="module")
+def vl_and_bank(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from replens.explain.bank import build_bank, world_caption_texts
+    from replens.vl import TinyClipConfig, TinyClipTrainConfig, load_vl_model, train_tiny_clip
+
+    model = TinyClipConfig(embed_dim=32, vision_tower="vit", vision_width=32, vision_layers=1, vision_head_width=16,
+                           text_width=32, text_layers=1, text_heads=2)
+    root = tmp_path_factory.mktemp("vl")
+    train_tiny_clip(world, root / "model.safetensors", TinyClipTrainConfig(model=model, steps=3, batch_size=16),
+                    progress=False)
+    build_bank(world_caption_texts(relational=0, distractors=30)[::40], load_vl_model(root / "model.safetensors"),
+               root / "bank", shard_size=100)
+    return root / "model.safetensors", root / "bank"
+
+
+@pytest.fixture(scope="module")
+def audit(world: Path, vl_and_bank: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    vl, bank = vl_and_bank
+    out = tmp_path_factory.mktemp("audit") / "run"
+    args = ["audit", "--world", str(world), "--set", "train.epochs=2", "--set", "train.batch_size=32",
+            "--set", f"vl={vl}", "--set", f"captions={bank}", "--set", f"cache_dir={out.parent / 'cache'}",
+            "--set", "explain_args=[--alpha-std, '3', --min-samples, '3', --gamma, '-1', --max-groups, '4']",
+            "--set", "failures_shown=5", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    (out.parent / "args.json").write_text(json.dumps(args))
+    return out
+
+
+def _scores(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "qscore" / "scores.csv", newline="") as handle:
+        return {r["name"]: r for r in csv.DictReader(handle) if r["split"] == "test"}
+
+
+def test_audit_trains_with_ddm_and_fda_and_probes_against_random_init(audit: Path) -> None:
+    summary = json.loads((audit / "summary.json").read_text())
+    train_cfg = json.loads((audit / "train" / "train_summary.json").read_text())
+    assert train_cfg["steps"] == 2 * (144 // 32)  # 144 train scenes, drop_last batches, 2 epochs
+    ov = summary["overview"]
+    assert ov["plugins"] == ["ddm", "fda"] and ov["method"] == "simclr" and ov["test_samples"] == 96
+    probe = json.loads((audit / "trained" / "probe.json").read_text())
+    rows = {(r["encoder"], r["probe"]): r for r in summary["accuracy"]["rows"]}
+    assert rows[("simclr+ddm+fda", "linear")]["all"] == probe["linear"]["top1"] == ov["linear_top1"]
+    random_probe = json.loads((audit / "random_init" / "probe.json").read_text())
+    assert rows[("random init", "knn")]["per_domain"] == {
+        d: random_probe["knn"]["per_domain"].get(d) for d in summary["accuracy"]["domains"]}
+    assert set(summary["accuracy"]["domains"]) == {"photo", "cartoon", "sketch", "painting"}
+
+
+def test_qscore_section_matches_the_per_sample_scores(audit: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    summary = json.loads((audit / "summary.json").read_text())
+    q = summary["qscore"]
+    scores = _scores(audit)
+    correct = np.array([r["correct"] == "True" for r in scores.values()])
+    values = np.array([float(r["qscore"]) for r in scores.values()])
+    assert q["n"] == len(scores) == 96 and len(q["correct"]) == correct.sum() and len(q["wrong"]) == (~correct).sum()
+    assert sorted(q["wrong"]) == pytest.approx(sorted(values[~correct].tolist()))
+    if correct.any() and not correct.all():
+        assert q["auroc"] == pytest.approx(100 * roc_auc_score(correct, values))
+    assert summary["compression"]["k"] == sorted(summary["compression"]["k"])
+
+
+def test_failures_are_misclassified_lowest_qscore_first_with_images(audit: Path) -> None:
+    summary = json.loads((audit / "summary.json").read_text())
+    failures = summary["failures"]
+    explained = json.loads((audit / "explain" / "failures.json").read_text())["failures"]
+    assert 0 < len(failures) <= 5
+    q = [f["qscore"] for f in failures]
+    assert q == sorted(q)
+    every_failure_q = sorted(float(_scores(audit)[f["sample"]]["qscore"]) for f in explained)
+    assert q == pytest.approx(every_failure_q[: len(q)])  # the lowest Q-Scores among all explained failures
+    for f in failures:
+        assert f["label"] != f["predicted"] and (audit / f["image"]).stat().st_size > 100
+        assert f["explanation"].startswith(f"predicted {f['predicted']} for a {f['label']}")
+
+
+def test_report_loads_in_chromium_with_every_image(audit: Path, open_in_chromium: Callable[..., dict[str, Any]]):
+    summary = json.loads((audit / "summary.json").read_text())
+    assert summary["groups"] and all(g["concepts"] for g in summary["groups"])
+    for name in ("accuracy", "qscore_histogram", "roc", "pr", "compression", "failures", "groups"):
+        assert (audit / summary["figures"][name]).is_file(), name
+    page = open_in_chromium(audit / "index.html", audit / "screenshot.png")
+    assert page["errors"] == [] and all(u.startswith("file://") for u in page["requests"])
+    assert len(page["images"]) >= 5 + len(summary["failures"]) + len(summary["groups"])
+    assert all(img["done"] and img["w"] > 0 for img in page["images"])
+    assert "Overview" in (audit / "index.html").read_text() and "| all |" in (audit / "summary.md").read_text()
+
+
+def test_rerun_resumes_from_finished_steps(audit: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stamps = {p: p.stat().st_mtime_ns for p in (audit / "train" / "backbone.safetensors",
+                                               audit / "qscore" / "metrics.json", audit / "explain" / "metrics.json")}
+    before = json.loads((audit / "summary.json").read_text())
+    config = json.loads(json.dumps(before["config"]))
+    assert main(json.loads((audit.parent / "args.json").read_text())) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    after = json.loads((audit / "summary.json").read_text())
+    assert after["accuracy"] == before["accuracy"] and after["failures"] == before["failures"]
+    assert after["config"] == config
+
+
+def test_model_mode_diagnoses_a_given_encoder_without_training(audit: Path, world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "diag"
+    code = main(["audit", "--model", "small_cnn", "--weights", str(audit / "train" / "backbone.safetensors"),
+                 "--data", f"world:{world}", "--no-falcon", "--out", str(out), "--quiet"])
+    assert code == 0 and not (out / "train").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    trained = json.loads((audit / "trained" / "probe.json").read_text())
+    assert summary["overview"]["linear_top1"] == pytest.approx(trained["linear"]["top1"])  # same encoder, same probe
+    assert "failures" not in summary and summary["qscore"]["n"] == 96
+
+
+def test_model_mode_errors_name_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--model", "small_cnn", "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["audit", "--model", "small_cnn", "--data", "npz:/nope.npz", "--out", str(tmp_path / "b")]) == 2
+    assert "--test-data" in capsys.readouterr().err
