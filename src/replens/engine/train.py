@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from replens.augment.views import ViewConfig, ViewPipeline, override_view
 from replens.data.base import BadImageGuard, ImageSource, collate_samples
 from replens.runs import atomic_write, atomic_write_json
+from replens.schedules import lr_at
 
 
 @dataclass
@@ -110,14 +111,6 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
     return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` then half-cosine decay to 0 (per step)."""
-    if warmup_steps and step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from replens.runs import atomic_write, atomic_write_json
+from replens.schedules import lr_at
 from replens.tokens.encoder import TokenEncoderConfig, preset_config
 from replens.tokens.evaluation import PairData, retrieval_metrics
 from replens.tokens.model import ENCODERS, DualEncoder, build_dual_encoder, save_token_model
@@ -115,14 +116,6 @@ class TokenTrainConfig:
             pool=self.pool,
             box_embedding=self.box_embedding,
         )
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then half-cosine decay to 0."""
-    if warmup and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from replens.schedules import lr_at
 from replens.vl.model import VLModel, _open_clip_tokenizer, load_vl_checkpoint
 
 __all__ = [
@@ -248,13 +249,6 @@ class TinyClipTrainConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    if warmup and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _crop_batch(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Crop boxes from uint8 images and resize them to ``size`` (float in [0, 1]).
 
@@ -371,7 +365,7 @@ def train_tiny_clip(
     bar = tqdm(range(config.steps), desc="tiny CLIP", unit="step", disable=not progress)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, config.steps, warmup, config.lr)
+            group["lr"] = lr_at(step, config.steps, warmup, config.lr)
         pick, chosen = _distinct_batch(items, weights, config.batch_size, rng)
         pick_t = torch.from_numpy(pick)
         crops = _crop_batch(images[item_image[pick_t]], item_box[pick_t], vl.image_size)
