@@ -179,8 +179,8 @@ def test_missing_image_is_reported_not_linked(tmp_path: Path, summary_factory: F
 
 def test_roc_figure_shows_the_given_auroc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[Figure] = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: (drawn.append(fig), save(fig, path))[1])
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: (drawn.append(fig), save(fig, path, **kw))[1])
     qscore = {
         "auroc": 66.0,
         "auprc": 89.0,

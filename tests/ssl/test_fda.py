@@ -13,7 +13,7 @@ from torch import nn
 from replens.augment import ViewConfig, ViewPipeline, fda_config, frequency_image, simclr_view_config
 from replens.cli import main
 from replens.engine import load_checkpoint
-from replens.ssl import create_method, create_plugin, list_methods
+from replens.ssl import create_method, create_plugin, list_methods, method_class
 from replens.world import WorldConfig, generate_world
 
 engine_train = importlib.import_module("replens.engine.train")  # the module (the package exports a function of that name)
@@ -107,14 +107,19 @@ def test_view_flags_enable_the_plugin(world, tmp_path, recorded_views):
 def test_fda_works_with_every_method(method):
     """The plug-in's views feed every registered recipe (the whole loop runs in the CLI tests above)."""
     torch.manual_seed(0)
-    recipe = create_method(method, _TinyBackbone())
+    labelled = method_class(method).needs_labels  # the loop passes num_classes and the batch labels
+    recipe = create_method(method, _TinyBackbone(), **({"num_classes": 2} if labelled else {}))
+    if recipe.n_views < 2:  # FDA augments the left view of a pair (5.5.1): a one-view recipe is refused
+        with pytest.raises(ValueError, match="two views"):
+            create_plugin("fda").view_configs(recipe.view_configs(16, _TinyBackbone.mean, _TinyBackbone.std))
+        return
     configs = create_plugin("fda").view_configs(recipe.view_configs(16, _TinyBackbone.mean, _TinyBackbone.std))
     assert configs[0].fda is not None and all(c.fda is None for c in configs[1:])  # left view only (5.5.1)
     images = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
     g = torch.Generator().manual_seed(1)
     views = [ViewPipeline(c)(images, g) for c in configs]
     recipe.on_step_start(0, 10, 0)
-    out = recipe.training_step(views)
+    out = recipe(views, torch.arange(8) % 2) if labelled else recipe(views)
     assert torch.isfinite(out["loss"]) and out["h"].requires_grad
     out["loss"].backward()
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replens.ssl import create_method, ema_update, list_methods
+from replens.ssl import create_method, ema_update, list_methods, method_class
 
 
 class _TinyBackbone(nn.Module):
@@ -221,9 +221,10 @@ def test_simclr_loss_matches_paper_formula():
 def test_training_step_reaches_backbone(name):
     torch.manual_seed(0)
     backbone = _TinyBackbone()
-    method = create_method(name, backbone)
+    labelled = method_class(name).needs_labels  # the loop passes num_classes and the batch labels
+    method = create_method(name, backbone, **({"num_classes": 3} if labelled else {}))
     views = [torch.randn(8, 3, 8, 8) for _ in range(method.n_views)]
-    out = method.training_step(views)
+    out = method(views, torch.arange(8) % 3) if labelled else method(views)
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
     assert backbone.conv.weight.grad is not None and backbone.conv.weight.grad.abs().sum() > 0

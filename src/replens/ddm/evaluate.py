@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replens.evaluate import accuracy_report, fit_linear_probe
-from replens.runs import atomic_write
+from replens.plotting import save_figure
 
 if TYPE_CHECKING:
     from replens.data.base import ImageSource
@@ -228,15 +228,6 @@ def class_domain_means(features: np.ndarray, labels: np.ndarray, domains: np.nda
     return np.stack(means), rows
 
 
-def _save_figure(fig: object, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120,  # type: ignore[attr-defined]
-                                               bbox_inches="tight"))
-    plt.close(fig)  # type: ignore[arg-type]
-    return path
-
-
 def plot_top_feature_heatmap(features: np.ndarray, labels: np.ndarray, domains: np.ndarray, path: str | Path, *,
                              prefix_dim: int | None = None, class_names: Sequence[str] | None = None,
                              domain_names: Sequence[str] | None = None, z: float = 2.0, max_features: int = 64,
@@ -275,7 +266,7 @@ def plot_top_feature_heatmap(features: np.ndarray, labels: np.ndarray, domains: 
     ax.set_xlabel("feature index (most activating)" + (f"; left of the blue line: prefix (< {prefix_dim})"
                                                        if prefix_dim else ""))
     ax.set_title(title or "class-averaged representations per domain", fontsize=9)
-    _save_figure(fig, Path(path))
+    save_figure(fig, Path(path), tight=False, dpi=120, bbox_inches="tight")
     return {"path": str(path), "features": cols.tolist(), "prefix_selected": n_prefix}
 
 
@@ -318,7 +309,7 @@ def plot_part_tsne(features: np.ndarray, labels: np.ndarray, domains: np.ndarray
                 ax.legend(fontsize=6, markerscale=2, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
-    _save_figure(fig, Path(path))
+    save_figure(fig, Path(path), tight=False, dpi=120, bbox_inches="tight")
     return {"path": str(path), "points": int(len(pick))}
 
 

@@ -225,6 +225,11 @@ def train(
     batch norm is synchronised on GPUs, and only rank 0 writes files. From the CLI, Fabric re-launches the same command per
     process.
 
+    A method that learns from labels (``needs_labels``, e.g. ``supervised``)
+    gets each batch's class ids on the device and ``num_classes`` from the
+    source; its heads live in ``checkpoint.pt``, ``backbone.safetensors`` is
+    the plain encoder as for every method.
+
     Args:
         config: The run's configuration.
         source: Training images (``replens.data`` protocol).
@@ -240,11 +245,15 @@ def train(
     Returns:
         Summary: steps, final loss, images/s, monitors, paths; and
         ``"backbone"``, the trained encoder module.
+
+    Raises:
+        ValueError: A labelled method on a source with unlabelled samples or
+            fewer than 2 classes (the message names the source).
     """
     from lightning.fabric import Fabric
 
     from replens.models import create_backbone
-    from replens.ssl import create_method, create_plugin
+    from replens.ssl import create_method, create_plugin, method_class
 
     run_dir = Path(run_dir)
     strategy = "ddp" if config.devices > 1 else "auto"
@@ -270,6 +279,18 @@ def train(
     method_args = dict(config.method_args)
     if world > 1 and config.method in ("simclr", "barlow_twins", "vicreg"):
         method_args.setdefault("gather_distributed", True)
+    labels_all = np.asarray(source.labels)
+    num_classes = int(labels_all.max()) + 1 if len(labels_all) and labels_all.max() >= 0 else 0
+    needs_labels = bool(method_class(config.method).needs_labels)
+    if needs_labels:
+        unlabelled = int((labels_all < 0).sum())
+        if unlabelled or num_classes < 2:
+            raise ValueError(
+                f"method {config.method!r} learns from labels, but the source {source.describe()} has "
+                + (f"{unlabelled} unlabelled samples" if unlabelled else f"{num_classes} class(es)")
+                + "; give a labelled source with at least 2 classes"
+            )
+        method_args.setdefault("num_classes", num_classes)
     model = create_method(config.method, backbone, **method_args)
     if world > 1 and fabric.device.type == "cuda":  # SyncBatchNorm has no CPU kernels
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -277,7 +298,6 @@ def train(
     for plugin in plugins:
         view_configs = plugin.view_configs(view_configs)
     pipelines = [ViewPipeline(v) for v in view_configs]
-    labels_all = np.asarray(source.labels)
     data_info = {
         "num_domains": len(source.domain_names),
         "domains": np.asarray(source.domains),
@@ -288,7 +308,6 @@ def train(
     for plugin in plugins:
         plugin.setup(model, data_info)
     model.plugins = torch.nn.ModuleList(plugins)
-    num_classes = int(labels_all.max()) + 1 if len(labels_all) and labels_all.max() >= 0 else 0
     if config.online_probe and num_classes > 1:
         # solo-learn style online linear probe on the detached representation, trained by the same optimiser
         model.online_probe = torch.nn.Linear(int(_base_backbone(backbone).feature_dim), num_classes)
@@ -395,7 +414,7 @@ def train(
                 "domain": batch["domain"].to(device),
                 "index": batch["index"].to(device),
             }
-            out = model(views)
+            out = model(views, dev_batch["label"]) if needs_labels else model(views)
             loss, terms = out["loss"], {}
             for plugin in plugins:
                 for key, value in plugin.loss(out, dev_batch, step).items():

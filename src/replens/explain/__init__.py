@@ -13,7 +13,9 @@ Pieces, each usable alone:
 * :mod:`~replens.explain.failures`: explanations of mis-classifications (section 4.5);
 * :mod:`~replens.explain.transfer`: concept transfer between models (section 4.6, Eq. 4.3);
 * :mod:`~replens.explain.evaluate`: precision/recall against the world's truth;
-* :mod:`~replens.explain.report`: JSON, CSV and the HTML page.
+* :mod:`~replens.explain.report`: JSON, CSV and the HTML page;
+* :mod:`~replens.explain.stats`: concept statistics across models (appendix B.1, B.3);
+* :mod:`~replens.explain.layers`: intermediate-layer encoders for FALCON (appendix B.6).
 
 Typical use::
 
@@ -71,7 +73,16 @@ from replens.explain.gradcam import (
     last_stage_blocks,
     resize_crops,
 )
+from replens.explain.layers import LayerRepresentation
 from replens.explain.report import write_concepts_csv, write_failures, write_falcon_outputs, write_html_report
+from replens.explain.stats import (
+    concept_statistics,
+    group_concepts,
+    group_size_distribution,
+    highly_activating_feature_share,
+    shared_concepts,
+    unshared_concepts,
+)
 from replens.explain.transfer import (
     TransferredGroup,
     carry_rate,
@@ -93,6 +104,7 @@ __all__ = [
     "FalconResult",
     "FeatureGroupTarget",
     "GroupExplanation",
+    "LayerRepresentation",
     "SearchResult",
     "TransferredGroup",
     "activation_threshold",
@@ -101,6 +113,7 @@ __all__ = [
     "carry_rate",
     "compute_representations",
     "concept_presence",
+    "concept_statistics",
     "contrastive_filter",
     "contrastive_filter_report",
     "contributions",
@@ -111,7 +124,10 @@ __all__ = [
     "feature_groups",
     "ground_truth_terms",
     "group_cams",
+    "group_concepts",
+    "group_size_distribution",
     "highly_activating",
+    "highly_activating_feature_share",
     "import_embedding_shards",
     "largest_region_box",
     "last_stage_blocks",
@@ -125,10 +141,12 @@ __all__ = [
     "rank_terms",
     "read_caption_file",
     "resize_crops",
+    "shared_concepts",
     "single_feature_sets",
     "source_concepts",
     "target_highly_activating",
     "transfer_concepts",
+    "unshared_concepts",
     "word_scores",
     "world_caption_texts",
     "write_concepts_csv",

@@ -13,6 +13,17 @@ Heavy dependencies (scikit-learn, matplotlib, pytorch-grad-cam) are imported
 only by the functions that need them.
 """
 
+from replens.quality.analysis import (
+    ProjectedRepresentation,
+    QualityAssessment,
+    activation_bands,
+    assess_quality,
+    class_activation_share,
+    class_feature_means,
+    highly_activating_matrix,
+    prediction_confidence,
+    representation_sparsity,
+)
 from replens.quality.compression import DEFAULT_FRACTIONS, band_for_fraction, compression_curve
 from replens.quality.failure import FailureReport, failure_prediction, probe_correctness, rank_failures
 from replens.quality.qscore import (
@@ -56,14 +67,20 @@ __all__ = [
     "FailureReport",
     "LassoRegularizer",
     "NonFiniteRowsError",
+    "ProjectedRepresentation",
     "QScoreRegularizer",
     "QScoreResult",
     "QScoreStream",
+    "QualityAssessment",
     "SaliencyResult",
     "SalientImageNetSource",
+    "activation_bands",
     "alpha_req",
+    "assess_quality",
     "band_for_fraction",
     "band_features",
+    "class_activation_share",
+    "class_feature_means",
     "compression_curve",
     "covariance_eigenvalues",
     "discriminative_cams",
@@ -71,8 +88,10 @@ __all__ = [
     "feature_order",
     "heat_iou",
     "highly_activating_mask",
+    "highly_activating_matrix",
     "iter_row_blocks",
     "load_feature_sets",
+    "prediction_confidence",
     "probe_correctness",
     "qscore_array",
     "qscore_embeddings",
@@ -80,6 +99,7 @@ __all__ = [
     "qscore_regularizer_terms",
     "rank_failures",
     "rankme",
+    "representation_sparsity",
     "saliency_iou",
     "spectrum_metrics",
     "tail_features",

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from replens.plotting import new_figure, save_figure
 from replens.quality.failure import FailureReport, failure_prediction
-from replens.quality.plots import _figure, _save, plot_pr, plot_roc
+from replens.quality.plots import plot_pr, plot_roc
 
 __all__ = [
     "RenderedFigure",
@@ -133,7 +134,7 @@ def accuracy_figure(accuracy: Mapping[str, Any], path: str | Path) -> RenderedFi
     domains = [str(d) for d in _seq(accuracy.get("domains"))]
     rows = _seq(accuracy.get("rows"))
     groups = ["all", *domains]
-    fig = _figure(max(6.0, 1.1 * len(groups) + 0.35 * len(groups) * max(1, len(rows))), 4.2)
+    fig = new_figure(max(6.0, 1.1 * len(groups) + 0.35 * len(groups) * max(1, len(rows))), 4.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(groups))
@@ -169,7 +170,7 @@ def accuracy_figure(accuracy: Mapping[str, Any], path: str | Path) -> RenderedFi
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     else:
         ax.text(0.5, 0.5, "no accuracy rows", ha="center", va="center", transform=ax.transAxes)
-    return RenderedFigure(_save(fig, path), {"groups": groups, "series": series})
+    return RenderedFigure(save_figure(fig, path), {"groups": groups, "series": series})
 
 
 # --------------------------------------------------------------------------- Q-Score
@@ -195,7 +196,7 @@ def qscore_histogram_figure(
     if hi <= lo:  # one distinct value: a unit-wide bin around it
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)
-    fig = _figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     counts: dict[str, list[int]] = {}
     for name, color in (("correct", "tab:green"), ("wrong", "tab:red")):
@@ -208,7 +209,7 @@ def qscore_histogram_figure(
         ax.legend(loc="upper right")
     else:
         ax.text(0.5, 0.5, "no finite Q-Scores", ha="center", va="center", transform=ax.transAxes)
-    return RenderedFigure(_save(fig, path), {"edges": edges.tolist(), "counts": counts, "dropped": dropped})
+    return RenderedFigure(save_figure(fig, path), {"edges": edges.tolist(), "counts": counts, "dropped": dropped})
 
 
 def failure_report(qscore: Mapping[str, Any]) -> FailureReport:
@@ -300,7 +301,7 @@ def compression_figure(compression: Mapping[str, Any], path: str | Path) -> Rend
     """
     k = _floats(compression.get("k"), "compression.k")
     curves = compression.get("curves") or {}
-    fig = _figure(6.5, 4.5)
+    fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot()
     markers = "os^vdP*X"
     drawn: dict[str, list[float]] = {}
@@ -329,7 +330,7 @@ def compression_figure(compression: Mapping[str, Any], path: str | Path) -> Rend
         ax.legend(loc="lower right", fontsize=8)
     if not drawn:
         ax.text(0.5, 0.5, "no curves", ha="center", va="center", transform=ax.transAxes)
-    return RenderedFigure(_save(fig, path), {"k": k.tolist(), "curves": drawn, "full": full})
+    return RenderedFigure(save_figure(fig, path), {"k": k.tolist(), "curves": drawn, "full": full})
 
 
 # --------------------------------------------------------------------------- image grids
@@ -367,7 +368,7 @@ def failure_gallery_figure(
     n = max(1, len(shown))
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    fig = _figure(1.9 * cols, 2.3 * rows)
+    fig = new_figure(1.9 * cols, 2.3 * rows)
     captions: list[str] = []
     missing: list[str] = []
     for k in range(rows * cols):
@@ -389,7 +390,7 @@ def failure_gallery_figure(
         caption += f"\nQ = {'n/a' if math.isnan(q) else f'{q:.3g}'}"
         captions.append(caption)
         ax.set_title(_plain(caption), fontsize=8)
-    return RenderedFigure(_save(fig, path), {"captions": captions, "missing": missing})
+    return RenderedFigure(save_figure(fig, path), {"captions": captions, "missing": missing})
 
 
 def _strip(paths: Sequence[str], root: Path, size: int, max_images: int, missing: list[str]) -> np.ndarray:
@@ -428,7 +429,7 @@ def group_grid_figure(
     root = Path(root)
     shown = list(groups)[:max_groups]
     n = max(1, len(shown))
-    fig = _figure(11.0, 1.9 * n)
+    fig = new_figure(11.0, 1.9 * n)
     captions: list[str] = []
     crops_shown: list[int] = []
     low_shown: list[int] = []
@@ -456,5 +457,5 @@ def group_grid_figure(
             label = f"{_wrap(caption.replace(chr(10), ': '), 70)}\n{title}" if j == 0 else f"\n{title}"
             ax.set_title(_plain(label), fontsize=8, loc="left")
     return RenderedFigure(
-        _save(fig, path), {"captions": captions, "crops": crops_shown, "low_crops": low_shown, "missing": missing}
+        save_figure(fig, path), {"captions": captions, "crops": crops_shown, "low_crops": low_shown, "missing": missing}
     )

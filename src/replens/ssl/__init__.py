@@ -1,5 +1,6 @@
 """Self-supervised methods, each a small registered recipe (loss + heads + views),
-and the training plug-ins (DDM, FDA, Q-Score regulariser) that work with all of them."""
+the supervised (and l2-robust) reference recipe, and the training plug-ins (DDM,
+FDA, Q-Score regulariser) that work with all of them."""
 
 from replens.ddm import plugin as _ddm_plugin  # noqa: F401  (registers the "ddm" training plug-in)
 from replens.quality import regularizer as _quality_plugins  # noqa: F401  (registers "qscore_reg", "lasso_reg")
@@ -10,6 +11,7 @@ from replens.ssl import (  # noqa: F401  (importing registers the methods)
     moco,
     simclr,
     simsiam,
+    supervised,
     swav,
     vicreg,
 )
@@ -23,6 +25,7 @@ from replens.ssl.base import (
     ema_update,
     list_methods,
     list_plugins,
+    method_class,
     momentum_copy,
     plugin_class,
     register_method,
@@ -37,6 +40,7 @@ __all__ = [
     "ema_update",
     "list_methods",
     "list_plugins",
+    "method_class",
     "momentum_copy",
     "plugin_class",
     "register_method",

@@ -25,11 +25,17 @@ class SSLMethod(nn.Module):
     Args:
         backbone: A ``replens.models`` backbone (exposes ``feature_dim``).
 
-    Subclasses set ``name`` and implement :meth:`training_step`.
+    Subclasses set ``name`` and implement :meth:`training_step`. A recipe
+    that learns from class labels (``supervised``) sets ``needs_labels``:
+    the loop then builds it with ``num_classes`` (unless given in
+    ``method_args``), refuses sources with unlabelled samples, and calls
+    ``training_step(views, labels)`` with the batch's class ids on the device.
     """
 
     name: str = ""
     n_views: int = 2
+    #: Whether :meth:`training_step` takes the batch labels as second argument.
+    needs_labels: bool = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -51,9 +57,16 @@ class SSLMethod(nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Same as :meth:`training_step` (the loop calls the module, so DDP and autocast apply)."""
-        return self.training_step(views)
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Same as :meth:`training_step` (the loop calls the module, so DDP and autocast apply).
+
+        ``labels`` (B,) class ids are passed on to recipes with ``needs_labels`` and required by them.
+        """
+        if not self.needs_labels:
+            return self.training_step(views)
+        if labels is None:
+            raise ValueError(f"SSL method {self.name!r} learns from labels: call it with (views, labels)")
+        return self.training_step(views, labels)  # type: ignore[call-arg]
 
     def on_step_start(self, step: int, total_steps: int, epoch: int) -> None:
         """Called by the loop before each step; records the training progress."""
@@ -126,6 +139,7 @@ class Registry(Generic[T]):
 
 _METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
 register_method = _METHODS.register
+method_class = _METHODS.get
 list_methods = _METHODS.help
 
 
