@@ -99,13 +99,12 @@ def test_embed_probe_and_train_end_to_end(world, tmp_path, capsys):
 
 
 def test_presets_load_and_unknown_presets_are_named(tmp_path, capsys):
-    from replens.cli import _preset_path
-    from replens.config import load_config
+    from replens.config import load_config, preset_path
     from replens.engine import TrainConfig
 
-    cifar = load_config(TrainConfig, _preset_path("cifar10"))
+    cifar = load_config(TrainConfig, preset_path("cifar10"))
     assert cifar.backbone == "resnet18" and cifar.backbone_args == {"stem": "cifar"} and cifar.optimizer == "lars"
-    assert load_config(TrainConfig, _preset_path("imagenet")).image_size == 224
+    assert load_config(TrainConfig, preset_path("imagenet")).image_size == 224
     assert main(["train", "--data", "npz:/x.npz", "--preset", "nope"]) == 2
     assert "world" in capsys.readouterr().err
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from replens import __version__
 from replens.commands import add_common_options, add_config_options, args_as_config, run_dir_from_args
-from replens.config import ConfigError, apply_overrides, load_config
+from replens.config import ConfigError, apply_overrides, load_config, preset_path
 from replens.runs import RunDir, default_run_dir
 
 log = logging.getLogger("replens")
@@ -169,16 +169,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train
-def _preset_path(name: str) -> Path:
-    from importlib.resources import files
-
-    path = Path(str(files("replens") / "presets" / f"{name}.yaml"))
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(known)}")
-    return path
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -190,7 +180,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.preset and args.config:
         raise ConfigError("give either --preset or --config, not both")
-    cfg = load_config(TrainConfig, _preset_path(args.preset) if args.preset else args.config, args.overrides)
+    preset = args.preset
+    if preset is None and args.config is None and args.data.startswith("world:"):
+        preset = "world"  # the embedded world's tuned defaults (presets/world.yaml)
+    cfg = load_config(TrainConfig, preset_path(preset) if preset else args.config, args.overrides)
     flags = {
         k: getattr(args, k)
         for k in ("method", "backbone", "epochs", "batch_size", "lr", "image_size")
@@ -327,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--preset", default=None, help="packaged config preset: world, cifar10, imagenet")
+    p.add_argument(
+        "--preset", default=None, help="packaged config preset: world (the default for world: data), cifar10, imagenet"
+    )
     p.add_argument("--eval-data", default=None,
                    help="labelled data for the kNN monitor and the final linear probe "
                         "(default for world:DIR data: its test split)")

@@ -137,3 +137,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         merged = {**to_dict(config), **data}
         config = from_dict(cls, merged)
     return apply_overrides(config, overrides or [])
+
+
+def preset_path(name: str) -> Path:
+    """The packaged YAML preset ``name`` (``src/replens/presets/<name>.yaml``); unknown names list the known ones."""
+    from importlib.resources import files
+
+    path = Path(str(files("replens") / "presets" / f"{name}.yaml"))
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(known)}")
+    return path

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,11 @@ TINY_CLIP_GAMMA = 0.5
 
 
 def _default_train() -> TrainConfig:
-    # The world preset (presets/world.yaml) with the two chapter plug-ins switched on.
-    return TrainConfig(
-        epochs=15,
-        batch_size=256,
-        plugins=["ddm", "fda"],
-        view_args={"crop_scale": [0.3, 1.0]},
-        knn_every=0,
-        checkpoint_every=100,
-    )
+    # The world preset (presets/world.yaml) with the two chapter plug-ins switched on, 10 epochs.
+    from replens.config import load_config, preset_path
+
+    preset = load_config(TrainConfig, preset_path("world"), [])
+    return replace(preset, epochs=10, plugins=["ddm", "fda"], knn_every=0, checkpoint_every=100)
 
 
 @dataclass
