@@ -34,7 +34,9 @@ def _losses(run: Path) -> list[float]:
 
 def _env() -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
-    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # the same intra-op thread count as this process (tests/conftest.py sets one), so float sums match exactly
+    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(world, tmp_path):

@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 
 from replens.data.base import ImageSource
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is faster and avoids oversubscribing a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def sparse_representations(n: int, dim: int, seed: int = 0, classes: int = 5) -> tuple[np.ndarray, np.ndarray]:

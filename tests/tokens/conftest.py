@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from replens.vl import TinyClipConfig, VLModel, build_tiny_clip
 from replens.world import WorldConfig, generate_world
@@ -23,15 +21,6 @@ TINY_VL = TinyClipConfig(
     text_heads=2,
     context_length=32,
 )
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: one thread is faster, and immune to other jobs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

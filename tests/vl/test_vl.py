@@ -22,16 +22,6 @@ from replens.vl import (
     zero_shot_classify,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny workloads: one thread avoids OpenMP contention on a busy machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = TinyClipConfig(
     embed_dim=32,
     vision_tower="vit",

@@ -1,5 +1,6 @@
-"""Evaluation of frozen representations: linear probe, kNN, per-domain accuracy."""
+"""Evaluation of frozen representations: linear probe, kNN, per-domain accuracy, few-shot and transfer."""
 
+from replens.evaluate.fewshot import few_shot_accuracy, sample_k_shot, transfer_evaluation
 from replens.evaluate.probe import (
     Accuracy,
     LinearProbe,
@@ -14,6 +15,9 @@ __all__ = [
     "LinearProbe",
     "accuracy_report",
     "evaluate_representations",
+    "few_shot_accuracy",
     "fit_linear_probe",
     "knn_predict",
+    "sample_k_shot",
+    "transfer_evaluation",
 ]

@@ -10,17 +10,32 @@ counts as ranked above it.
 Identical caption strings of different images make retrieval ambiguous (two
 scenes with the same description); :func:`caption_positives` counts any image
 that carries the exact caption as a correct match.
+
+Image-to-image retrieval (seed section 5.5.4, Figure 5.4): the top-K nearest
+neighbours of a query in representation space by cosine similarity
+(:func:`nearest_neighbours`), their label precision
+(:func:`neighbour_precision`) and the retrieval grid figure, one row per query
+and one panel per model (:func:`plot_retrieval_grid`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["caption_positives", "retrieval_recall", "similarity_contrast"]
+__all__ = [
+    "caption_positives",
+    "nearest_neighbours",
+    "neighbour_precision",
+    "plot_retrieval_grid",
+    "retrieval_recall",
+    "similarity_contrast",
+]
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -123,3 +138,150 @@ def similarity_contrast(
     diag = float(sim.diagonal().mean())
     off = float((sim.sum() - sim.diagonal().sum()) / (n * n - n))
     return {"diag_sim": diag, "off_diag_sim": off, "contrast": diag - off}
+
+
+def nearest_neighbours(
+    queries: np.ndarray | torch.Tensor,
+    bank: np.ndarray | torch.Tensor,
+    k: int = 4,
+    *,
+    exclude: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` bank rows by cosine similarity for each query (seed section 5.5.4).
+
+    ``argmax_y x^T y / (||x|| ||y||)`` over the bank, best first; ties keep the
+    lower bank index first.
+
+    Args:
+        queries: (M, D) query representations.
+        bank: (N, D) representations searched.
+        k: Neighbours per query (at most N, or N - 1 with ``exclude``).
+        exclude: For each query a bank row it may not retrieve (e.g. itself when
+            the queries are bank rows), or -1 for none.
+        batch_size: Queries per matrix product.
+
+    Returns:
+        ``(indices, similarities)``, both (M, k).
+    """
+    q = F.normalize(_as_tensor(queries), dim=-1)
+    b = F.normalize(_as_tensor(bank), dim=-1)
+    if q.ndim != 2 or b.ndim != 2 or q.shape[1] != b.shape[1]:
+        raise ValueError(f"queries {tuple(q.shape)} and bank {tuple(b.shape)} must be (M, D) and (N, D)")
+    excl = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.long)
+    if excl is not None and len(excl) != len(q):
+        raise ValueError(f"exclude has {len(excl)} entries for {len(q)} queries")
+    limit = len(b) - (1 if excl is not None and bool((excl >= 0).any()) else 0)
+    if not 1 <= k <= limit:
+        raise ValueError(f"k={k} must be between 1 and {limit} for a bank of {len(b)}")
+    idx_out, sim_out = [], []
+    for start in range(0, len(q), batch_size):
+        sim = q[start : start + batch_size] @ b.T
+        if excl is not None:
+            rows = torch.arange(len(sim))
+            cols = excl[start : start + batch_size]
+            keep = cols >= 0
+            sim[rows[keep], cols[keep]] = float("-inf")
+        # stable descending order: sort by (-sim, index)
+        order = torch.from_numpy(np.lexsort((np.arange(sim.shape[1])[None].repeat(len(sim), 0), -sim.numpy()), axis=1))
+        top = order[:, :k]
+        idx_out.append(top.numpy())
+        sim_out.append(torch.gather(sim, 1, top).numpy())
+    if not idx_out:
+        return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
+    return np.concatenate(idx_out).astype(np.int64), np.concatenate(sim_out)
+
+
+def neighbour_precision(neighbour_labels: np.ndarray, query_labels: np.ndarray) -> float:
+    """Percent of retrieved neighbours sharing their query's label (precision@K).
+
+    Shape:
+        neighbour_labels: (M, K); query_labels: (M,) -> float in [0, 100].
+    """
+    neighbour_labels, query_labels = np.asarray(neighbour_labels), np.asarray(query_labels)
+    if neighbour_labels.ndim != 2 or len(neighbour_labels) != len(query_labels):
+        raise ValueError(f"neighbour labels {neighbour_labels.shape} do not match {len(query_labels)} queries")
+    if neighbour_labels.size == 0:
+        return float("nan")
+    return float(100.0 * (neighbour_labels == query_labels[:, None]).mean())
+
+
+def plot_retrieval_grid(
+    query_images: np.ndarray | torch.Tensor,
+    panels: Mapping[str, tuple[np.ndarray | torch.Tensor, np.ndarray | None]],
+    path: str | Path,
+    *,
+    query_labels: np.ndarray | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """The retrieval grid of Figure 5.4: per query row, the query then each model's top-K neighbours.
+
+    A green frame marks a neighbour with the query's label, a red one another
+    label (when labels are given).
+
+    Args:
+        query_images: (M, 3, H, W) uint8 or [0, 1] float images.
+        panels: ``{model name: (neighbour images (M, K, 3, H, W), neighbour labels (M, K) or None)}``.
+        path: PNG to write (atomically).
+        query_labels: (M,) labels of the queries.
+        title: Figure title.
+
+    Returns:
+        ``{"path", "queries", "k", "models"}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from replens.runs import atomic_write
+
+    def to_hwc(img: Any) -> np.ndarray:
+        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+        return np.clip(np.transpose(arr, (1, 2, 0)), 0.0, 1.0)
+
+    m = len(query_images)
+    if not panels:
+        raise ValueError("give at least one model panel")
+    ks = {name: int(np.asarray(imgs.shape)[1]) for name, (imgs, _) in panels.items()}
+    if len(set(ks.values())) != 1:
+        raise ValueError(f"every panel needs the same K, got {ks}")
+    k = next(iter(ks.values()))
+    for name, (imgs, _) in panels.items():
+        if len(imgs) != m:
+            raise ValueError(f"panel {name!r} has {len(imgs)} rows for {m} queries")
+    cols = 1 + len(panels) * (k + 1) - 1
+    fig, axes = plt.subplots(m, cols, figsize=(1.3 * cols, 1.3 * m + 0.6), squeeze=False)
+    for r in range(m):
+        ax = axes[r][0]
+        ax.imshow(to_hwc(query_images[r]), interpolation="nearest")
+        if r == 0:
+            ax.set_title("query", fontsize=8)
+        c = 1
+        for p, (name, (imgs, labels)) in enumerate(panels.items()):
+            if p:
+                axes[r][c].axis("off")  # a gap column between models
+                c += 1
+            for j in range(k):
+                ax = axes[r][c]
+                ax.imshow(to_hwc(imgs[r][j]), interpolation="nearest")
+                if labels is not None and query_labels is not None:
+                    ok = bool(np.asarray(labels)[r, j] == np.asarray(query_labels)[r])
+                    for side in ax.spines.values():
+                        side.set_edgecolor("tab:green" if ok else "tab:red")
+                        side.set_linewidth(2.5)
+                if r == 0 and j == 0:
+                    ax.set_title(name, fontsize=8, loc="left")
+                c += 1
+    for row in axes:
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return {"path": str(out), "queries": int(m), "k": int(k), "models": list(panels)}

@@ -1,0 +1,226 @@
+"""Pieces shared by the recipes: data of several domains, method lists, probes, plots, paper protocols.
+
+Everything here is configuration over the library's capabilities: training
+goes through :meth:`RecipeContext.train` (the engine), evaluation through
+``replens.evaluate`` and ``replens.ddm.evaluate``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replens.reproduce.registry import RecipeContext
+
+#: Display names of the SSL methods, as the seed's tables print them.
+METHOD_NAMES: dict[str, str] = {
+    "simclr": "SimCLR",
+    "moco": "MoCo",
+    "byol": "BYOL",
+    "dino": "DINO",
+    "simsiam": "SimSiam",
+    "barlow_twins": "Barlow Twins",
+    "swav": "SwaV",
+    "vicreg": "VICReg",
+}
+
+#: World stand-ins of PACS's domains (PACS names on the right).
+PACS_DOMAINS: dict[str, str] = {"photo": "photo", "sketch": "sketch", "cartoon": "cartoon", "painting": "art_painting"}
+
+
+def option(ctx: RecipeContext, key: str, default: Any) -> Any:
+    """A recipe option from ``ctx.options`` (``--set KEY=VALUE``), else ``default``; lists from comma text."""
+    value = ctx.options.get(key, default)
+    if isinstance(default, list | tuple) and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def methods(ctx: RecipeContext, small: Sequence[str], paper: Sequence[str]) -> list[str]:
+    """The SSL methods a recipe trains: ``small`` or ``paper`` by budget, or the ``methods`` option."""
+    chosen = option(ctx, "methods", list(ctx.pick(small, paper)))
+    unknown = [m for m in chosen if m not in METHOD_NAMES and m != "dual_encoder"]
+    if unknown:
+        raise ValueError(f"option methods: unknown method(s) {unknown}; choose from {sorted(METHOD_NAMES)}")
+    return list(chosen)
+
+
+def data_kind(ctx: RecipeContext) -> str:
+    """``world``, ``pacs``, ``cifar10`` or ``other`` for the context's data."""
+    if ctx.data is None:
+        return "world"
+    if ctx.data.startswith("pacs:"):
+        return "pacs"
+    if "cifar10" in ctx.data.lower() or "cifar-10" in ctx.data.lower():
+        return "cifar10"
+    return "other"
+
+
+def with_options(spec: str, **options: Any) -> str:
+    """``spec`` with ``key=value`` options added (``?`` or ``&``)."""
+    extra = "&".join(f"{k}={v}" for k, v in options.items() if v is not None)
+    if not extra:
+        return spec
+    return spec + ("&" if "?" in spec else "?") + extra
+
+
+@dataclass
+class DomainData:
+    """Training and probe data of a multi-domain experiment (chapter 2's setting).
+
+    Attributes:
+        train: Training images of the training domains (also the probe-training rows).
+        test: Probe-test images of the training domains (None: a stratified split of ``train``).
+        unseen: Images of domains the encoder never sees (None: no unseen columns).
+        unseen_test: Probe-test images of the unseen domains (None: a split).
+        label: The data in words.
+    """
+
+    train: Any
+    test: Any
+    unseen: Any
+    unseen_test: Any
+    label: str
+
+
+def multi_domain_data(ctx: RecipeContext, train_domains: Sequence[str], unseen_domains: Sequence[str] = (),
+                      **world_overrides: Any) -> DomainData:
+    """World or PACS data with ``train_domains`` seen in training and ``unseen_domains`` held out.
+
+    On the world, two cached worlds are generated (the unseen one with another
+    seed, half the size). With ``--data pacs`` the world names map to PACS's
+    (painting -> art_painting) and probe-test rows are stratified splits.
+
+    Raises:
+        ValueError: Other ``--data`` (the recipe needs named domains).
+    """
+    kind = data_kind(ctx)
+    if kind == "world":
+        train_w = ctx.world(domains=tuple(train_domains), **world_overrides)
+        src = lambda w, split: ctx.source(split, spec=f"world:{w}")  # noqa: E731
+        unseen = unseen_test = None
+        if unseen_domains:
+            n = max(int(ctx.world_config(**world_overrides).n) // 2, 50)
+            unseen_w = ctx.world(domains=tuple(unseen_domains), n=n, seed=ctx.seed + 1, **world_overrides)
+            unseen, unseen_test = src(unseen_w, "train"), src(unseen_w, "test")
+        return DomainData(src(train_w, "train"), src(train_w, "test"), unseen, unseen_test,
+                          f"world train domains {','.join(train_domains)}; unseen {','.join(unseen_domains) or '-'}")
+    if kind == "pacs":
+        base = ctx.data.split("?", 1)[0]
+        names = [PACS_DOMAINS.get(d, d) for d in train_domains]
+        unseen_names = [PACS_DOMAINS.get(d, d) for d in unseen_domains]
+        train = ctx.source(spec=with_options(base, domains=",".join(names)))
+        unseen = ctx.source(spec=with_options(base, domains=",".join(unseen_names))) if unseen_names else None
+        return DomainData(train, None, unseen, None,
+                          f"PACS train domains {','.join(names)}; unseen {','.join(unseen_names) or '-'}")
+    raise ValueError(f"this recipe needs named domains: the embedded world (default) or --data pacs, got {ctx.data!r}")
+
+
+def labelled_splits(ctx: RecipeContext, *, train_limit: int | None = None, test_limit: int | None = None,
+                    **world_overrides: Any) -> tuple[Any, Any]:
+    """(train, test) sources of ``--data`` (the world's splits by default).
+
+    CIFAR-10-like specs with ``{split}`` use their train/test files; sources
+    without splits (PACS) are split 70/30 per class and domain. At the small
+    budget ``train_limit``/``test_limit`` take seeded random subsets.
+    """
+    from replens.data.compose import SubsetSource, limit_source
+    from replens.ddm.evaluate import stratified_split
+
+    if ctx.data is None:
+        train, test = ctx.source("train", **world_overrides), ctx.source("test", **world_overrides)
+    elif data_kind(ctx) == "pacs":
+        whole = ctx.source()
+        tr, te = stratified_split(np.asarray(whole.labels), np.asarray(whole.domains), 0.3, ctx.seed)
+        train, test = SubsetSource(whole, tr), SubsetSource(whole, te)
+    else:
+        train, test = ctx.source("train"), ctx.source("test")
+    if ctx.budget == "small":
+        if train_limit:
+            train = limit_source(train, train_limit, seed=ctx.seed)
+        if test_limit:
+            test = limit_source(test, test_limit, seed=ctx.seed + 1)
+    return train, test
+
+
+def prefix_dim_of(backbone: Any) -> int:
+    """k of the DDM prefix for this encoder (``replens.ddm.default_prefix_dim``)."""
+    from replens.ddm import default_prefix_dim
+
+    return int(default_prefix_dim(int(backbone.feature_dim)))
+
+
+def evaluate_domains(ctx: RecipeContext, backbone: Any, data: DomainData, name: str, *, prefix_dim: int | None = None,
+                     protocol: str = "per_domain", plots: bool = False, title: str = "") -> dict[str, Any]:
+    """Chapter 2's per-domain linear probes of one encoder (``replens.ddm.evaluate.evaluate_encoder``)."""
+    from replens.ddm.evaluate import evaluate_encoder
+
+    return evaluate_encoder(
+        backbone, data.train, ctx.out / name, prefix_dim=prefix_dim or prefix_dim_of(backbone),
+        test_source=data.test, unseen_source=data.unseen, unseen_test_source=data.unseen_test, protocol=protocol,
+        seed=ctx.seed, device=ctx.device, plots=plots, title=title, progress=ctx.progress,
+    )
+
+
+def pair_cell(base: float, other: float) -> str:
+    """``"97.54 / 98.28"``: the seed's ``Baseline / with DDM`` cell."""
+    return f"{base:.2f} / {other:.2f}"
+
+
+def parse_pair(cell: str) -> tuple[float, float]:
+    """Inverse of :func:`pair_cell` (also reads the seed's cells)."""
+    a, _, b = str(cell).partition("/")
+    return float(a), float(b)
+
+
+def column_name(domain: str, unseen: bool) -> str:
+    """A table column: the domain, with `` (unseen)`` for held-out domains."""
+    return f"{domain} (unseen)" if unseen else domain
+
+
+def save_figure(fig: Any, path: Path) -> str:
+    """Write a matplotlib figure atomically as PNG and close it; returns the path's name."""
+    import matplotlib.pyplot as plt
+
+    from replens.runs import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path.name
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def last_metric(run_dir: Path, key: str) -> float | None:
+    """The last value of ``key`` in a training run's ``metrics.jsonl`` (None when never logged)."""
+    import json
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    value = None
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if key in record:
+                value = float(record[key])
+    return value
+
+
+def slug(text: str) -> str:
+    """A folder-safe form of ``text``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-").lower()
