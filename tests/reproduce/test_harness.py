@@ -259,7 +259,11 @@ def test_report_takes_the_latest_result_per_data_set(tmp_path: Path) -> None:
     assert "table-2.1" in info["with_result"] and "table-2.2" in info["not_run"]
     assert "| 22.00 |" in text and "| 33.00 |" in text and "| 44.00 |" not in text
     assert "### table-2.1 on pacs" in text and "97.54 / 98.28" in text
-    assert "](../runs/b/fig.png)" in text  # figure links relative to the report
+    # figures are copied beside the report (run folders are not shipped) and linked relatively
+    for kind, run in (("world", "b"), ("pacs", "c")):
+        assert f"](reproduction-figures/table-2.1-{kind}/fig.png)" in text
+        copy = out.parent / "reproduction-figures" / f"table-2.1-{kind}" / "fig.png"
+        assert copy.read_bytes() == (root / run / "fig.png").read_bytes()
     assert "**Ours**: not run" in text and "replens reproduce table-2.2" in text
 
 

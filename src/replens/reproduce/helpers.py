@@ -185,14 +185,9 @@ def column_name(domain: str, unseen: bool) -> str:
 
 def save_figure(fig: Any, path: Path) -> str:
     """Write a matplotlib figure atomically as PNG and close it; returns the path's name."""
-    import matplotlib.pyplot as plt
+    from replens import plotting
 
-    from replens.runs import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path.name
+    return plotting.save_figure(fig, path, tight=False, dpi=110).name
 
 
 def pyplot() -> Any:

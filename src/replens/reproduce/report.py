@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from replens.runs import atomic_write_text
+from replens.runs import atomic_write_bytes, atomic_write_text
 
 
 def _cell(value: Any) -> str:
@@ -98,12 +98,16 @@ def _protocol_line(result: dict[str, Any]) -> str:
     return "; ".join(bits)
 
 
-def recipe_markdown(result: dict[str, Any], figure_base: Path | None = None) -> str:
+def recipe_markdown(
+    result: dict[str, Any], figure_base: Path | None = None, figure_copies: Path | None = None
+) -> str:
     """One recipe's result as Markdown: ours (rows, figures, protocol, notes) beside the seed's numbers.
 
     Args:
         result: A ``result.json`` as written by ``run_recipe``.
         figure_base: Make figure links relative to this folder (default: the run folder itself).
+        figure_copies: Copy each figure into ``figure_copies/<id>-<data kind>/`` and link the copy,
+            so the Markdown keeps its images when the run folders are not shipped with it.
     """
     seed = result.get("seed") or {}
     lines = [
@@ -119,6 +123,11 @@ def recipe_markdown(result: dict[str, Any], figure_base: Path | None = None) -> 
     run_dir = Path(result.get("_run_dir", "."))
     for fig in result.get("figures") or []:
         path = run_dir / fig if figure_base is not None else Path(fig)
+        if figure_copies is not None and path.is_file():
+            kind = data_kind((result.get("protocol") or {}).get("data"))
+            copy = figure_copies / f"{result['id']}-{kind}" / str(fig).replace("/", "-")
+            atomic_write_bytes(copy, path.read_bytes())
+            path = copy
         rel = os.path.relpath(path, figure_base) if figure_base is not None else str(path)
         lines += [f"![{result['id']} {Path(fig).stem}]({rel})", ""]
     lines += [f"Protocol: {_protocol_line(result)}.", ""]
@@ -247,7 +256,8 @@ def write_report(
             lines += [f"**Ours**: not run{why}. Needs: {rec.needs}. Run `replens reproduce {rec.id}`.", ""]
             continue
         for i, kind in enumerate(k for k in kinds_order if k in have):
-            text = recipe_markdown(have[kind], figure_base=out.resolve().parent)
+            text = recipe_markdown(have[kind], figure_base=out.resolve().parent,
+                                   figure_copies=out.resolve().parent / f"{out.stem.lower()}-figures")
             if i:  # later data sets: only our part, under a sub-heading
                 text = text.split("**Ours**", 1)[1]
                 text = f"### {rec.id} on {kind}\n\n**Ours**" + text
