@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 f"--{flag}",
                 dest=f"plugin_{name}_{flag.replace('-', '_')}",
+                metavar=flag.rsplit("-", 1)[-1].upper(),
                 type=typ,
                 default=None,
                 help=f"{flag_help} (enables --{name.replace('_', '-')})",
