@@ -231,7 +231,8 @@ def write_report(
         "(`replens reproduce list`); each section shows the seed's numbers, typed in once from the "
         "dissertation, and ours at the small budget (CPU, minutes) on the embedded world and, where run, "
         "on CIFAR-10 and PACS. Small-budget numbers come from tiny encoders trained for minutes: "
-        "compare trends and orderings, not absolute values.",
+        "compare trends and orderings, not absolute values. The times are each recipe's own wall time; "
+        "recipes reuse encoders that earlier recipes trained and cached (e.g. the chapter 3 SimCLR baseline).",
         "",
         f"{len(done)} of {len(recipes)} recipes have a result; {len(missing)} not run.",
         "",
