@@ -41,9 +41,6 @@ from replens.engine.evaluation import probe_backbone
 from replens.engine.train import TrainConfig, train
 from replens.runs import RunDir, atomic_write_json, atomic_write_text
 
-#: Interpretability threshold for the embedded tiny CLIP (see ``replens explain --gamma``).
-TINY_CLIP_GAMMA = 0.5
-
 
 def _default_train() -> TrainConfig:
     # The world preset (presets/world.yaml) with the two chapter plug-ins switched on, 10 epochs.
@@ -245,8 +242,11 @@ def _vl_args(config: AuditConfig, progress: bool, process: Any = None) -> list[s
         process.join()
         if process.exitcode != 0:
             raise RuntimeError(f"training the tiny CLIP in a background process failed (exit code {process.exitcode})")
-    default_tiny_clip(config.cache_dir, config=vcfg, device=config.device, progress=progress)
-    return ["--vl", str(tiny_clip_cache_path(vcfg, config.cache_dir)), "--gamma", str(TINY_CLIP_GAMMA)]
+    path = tiny_clip_cache_path(vcfg, config.cache_dir)
+    if not path.is_file():  # not trained beside the encoder: train it here (explain loads it from the file)
+        default_tiny_clip(config.cache_dir, config=vcfg, device=config.device, progress=progress)
+    # a tiny-clip checkpoint: `replens explain` picks its interpretability threshold itself
+    return ["--vl", str(path)]
 
 
 def _explain_step(
@@ -293,11 +293,10 @@ def _accuracy_section(probes: dict[str, dict[str, Any]], domains: list[str]) -> 
     return {"domains": domains, "rows": rows}
 
 
-def _qscore_section(folder: Path) -> tuple[dict[str, Any], dict[str, float]]:
-    """The report's Q-Score section and ``{test row -> Q-Score}``."""
+def _qscore_section(folder: Path, metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The report's Q-Score section and ``{test sample name -> Q-Score}`` (``metrics``: the step's metrics.json)."""
     from replens.quality import failure_prediction
 
-    metrics = json.loads((folder / "metrics.json").read_text())
     table = _read_table(folder / "scores.csv")
     test = [k for k, split in enumerate(table.get("split", [])) if split == "test"]
     scores = np.array([float(table["qscore"][k]) for k in test])
@@ -322,8 +321,8 @@ def _qscore_section(folder: Path) -> tuple[dict[str, Any], dict[str, float]]:
     return section, dict(zip(names, scores.tolist(), strict=True))
 
 
-def _compression_section(folder: Path) -> dict[str, Any] | None:
-    curve = json.loads((folder / "metrics.json").read_text()).get("compression")
+def _compression_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    curve = metrics.get("compression")
     if not curve or not curve.get("points"):
         return None
     points = curve["points"]
@@ -339,10 +338,12 @@ def _compression_section(folder: Path) -> dict[str, Any] | None:
 
 
 def _explain_sections(
-    folder: Path, test_spec: str, size: int, qscores: dict[str, float], config: AuditConfig, report_dir: Path,
+    folder: Path, source: Any, qscores: dict[str, float], config: AuditConfig, report_dir: Path,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """``(failures, groups, falcon summary)`` for the report; writes their images under ``report_dir/assets``."""
-    from replens.data import open_source
+    """``(failures, groups, falcon summary)`` for the report; writes their images under ``report_dir/assets``.
+
+    ``source`` is the test source FALCON explained (its rows are looked up by ``rows.json``).
+    """
     from replens.explain.report import image_strip
     from replens.runs import atomic_write_bytes
 
@@ -358,7 +359,6 @@ def _explain_sections(
         # the most likely failures first: mis-classified samples by ascending Q-Score (seed section 3.4)
         listed.sort(key=lambda f: (qscores.get(f["sample"], nan) != qscores.get(f["sample"], nan),
                                    qscores.get(f["sample"], 0.0), f["row"]))
-        source = open_source(test_spec, image_size=size)
         for item in listed[: config.failures_shown]:
             sample = source[int(index_of[item["sample"]])]
             stem = f"failure-{item['row']}"
@@ -463,8 +463,9 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
     if config.qscore:
         t = time.perf_counter()
         qfolder = _qscore_step(config, run, progress)
-        summary["qscore"], qscores = _qscore_section(qfolder)
-        compression = _compression_section(qfolder)
+        qmetrics = json.loads((qfolder / "metrics.json").read_text())
+        summary["qscore"], qscores = _qscore_section(qfolder, qmetrics)
+        compression = _compression_section(qmetrics)
         if compression:
             summary["compression"] = compression
         overview["auroc"] = summary["qscore"].get("auroc")
@@ -473,7 +474,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
         t = time.perf_counter()
         efolder = _explain_step(config, name, weights, train_spec, test_spec, size, run, progress, vl_process)
         summary["failures"], summary["groups"], falcon_metrics = _explain_sections(
-            efolder, test_spec, size, qscores, config, run.path
+            efolder, test_src, qscores, config, run.path
         )
         fs = falcon_metrics.get("falcon", {})
         summary["falcon"] = {
