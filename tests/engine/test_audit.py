@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from replens.cli import main
+from support import TINY_VIT_CLIP
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def vl_and_bank(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from replens.explain.bank import build_bank, world_caption_texts
-    from replens.vl import TinyClipConfig, TinyClipTrainConfig, load_vl_model, train_tiny_clip
+    from replens.vl import TinyClipTrainConfig, load_vl_model, train_tiny_clip
 
-    model = TinyClipConfig(embed_dim=32, vision_tower="vit", vision_width=32, vision_layers=1, vision_head_width=16,
-                           text_width=32, text_layers=1, text_heads=2)
+    model = TINY_VIT_CLIP
     root = tmp_path_factory.mktemp("vl")
     train_tiny_clip(world, root / "model.safetensors", TinyClipTrainConfig(model=model, steps=3, batch_size=16),
                     progress=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from replens.explain.concepts import ConceptExtractor
+from support import TINY_VIT_CLIP
 
 
 @pytest.fixture(scope="package")
@@ -24,18 +25,9 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def tiny_clip_path(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from replens.vl import TinyClipConfig, TinyClipTrainConfig, train_tiny_clip
+    from replens.vl import TinyClipTrainConfig, train_tiny_clip
 
-    model = TinyClipConfig(
-        embed_dim=32,
-        vision_tower="vit",
-        vision_width=32,
-        vision_layers=1,
-        vision_head_width=16,
-        text_width=32,
-        text_layers=1,
-        text_heads=2,
-    )
+    model = TINY_VIT_CLIP
     path = tmp_path_factory.mktemp("clip") / "model.safetensors"
     train_tiny_clip(tiny_world, path, TinyClipTrainConfig(model=model, steps=3, batch_size=16), progress=False)
     return path

@@ -17,6 +17,7 @@ import pytest
 
 from replens.reproduce import RecipeContext, load_seed_numbers, run_recipe
 from replens.reproduce.helpers import parse_pair
+from support import TINY_RESNET_CLIP
 
 TINY_WORLD = {"n": 240, "size": 16}
 TINY_TRAIN = {"max_steps": 2, "batch_size": 32}
@@ -191,10 +192,9 @@ def test_fig_5_3_fda_strengths(runner) -> None:
 # ---------------------------------------------------------------- chapter 6
 @pytest.fixture(scope="module")
 def tiny_vl(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from replens.vl import TinyClipConfig, build_tiny_clip
+    from replens.vl import build_tiny_clip
 
-    cfg = TinyClipConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=32, vision_layers=1,
-                         vision_head_width=16, text_width=32, text_layers=1, text_heads=2, context_length=32)
+    cfg = TINY_RESNET_CLIP
     return str(build_tiny_clip(cfg, seed=0).eval().save(tmp_path_factory.mktemp("vl") / "vl.safetensors"))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from replens.reproduce import RecipeContext, list_recipes, load_seed_numbers, run_recipe
+from support import TINY_VIT_CLIP
 
 TINY_WORLD = {"n": 320, "size": 32, "test_fraction": 0.5, "shard_size": 512}
 TINY_TRAIN = {"max_steps": 3, "batch_size": 32}
@@ -36,14 +37,13 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CLIP (the architecture of tests/explain) trained for three steps on a tiny world."""
-    from replens.vl import TinyClipConfig, TinyClipTrainConfig, train_tiny_clip
+    from replens.vl import TinyClipTrainConfig, train_tiny_clip
     from replens.world import WorldConfig, generate_world
 
     root = tmp_path_factory.mktemp("clip")
     world = generate_world(WorldConfig(n=80, size=32, seed=5, test_fraction=0.25, shard_size=64), root / "w",
                            progress=False)
-    model = TinyClipConfig(embed_dim=32, vision_tower="vit", vision_width=32, vision_layers=1, vision_head_width=16,
-                           text_width=32, text_layers=1, text_heads=2)
+    model = TINY_VIT_CLIP
     train_tiny_clip(world, root / "model.safetensors", TinyClipTrainConfig(model=model, steps=3, batch_size=16),
                     progress=False)
     return root / "model.safetensors"

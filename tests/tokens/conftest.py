@@ -6,21 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from replens.vl import TinyClipConfig, VLModel, build_tiny_clip
+from replens.vl import VLModel, build_tiny_clip
 from replens.world import WorldConfig, generate_world
+from support import TINY_RESNET_CLIP
 
-TINY_VL = TinyClipConfig(
-    embed_dim=32,
-    image_size=32,
-    patch_size=8,
-    vision_width=32,
-    vision_layers=1,
-    vision_head_width=16,
-    text_width=32,
-    text_layers=1,
-    text_heads=2,
-    context_length=32,
-)
+TINY_VL = TINY_RESNET_CLIP
 
 
 @pytest.fixture(scope="session")

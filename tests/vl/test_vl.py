@@ -11,7 +11,6 @@ import torch
 
 from replens.models import WeightsError
 from replens.vl import (
-    TinyClipConfig,
     TinyClipTrainConfig,
     build_tiny_clip,
     class_text_embeddings,
@@ -21,17 +20,9 @@ from replens.vl import (
     world_training_items,
     zero_shot_classify,
 )
+from support import TINY_VIT_CLIP
 
-SMALL = TinyClipConfig(
-    embed_dim=32,
-    vision_tower="vit",
-    vision_width=32,
-    vision_layers=1,
-    vision_head_width=16,
-    text_width=32,
-    text_layers=1,
-    text_heads=2,
-)
+SMALL = TINY_VIT_CLIP
 
 
 @pytest.fixture(scope="module")
