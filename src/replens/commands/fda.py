@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from replens.commands import add_common_options, args_as_config
-from replens.runs import RunDir, atomic_write, default_run_dir
+from replens.plotting import save_figure
+from replens.runs import RunDir, default_run_dir
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -157,9 +158,7 @@ def cmd_fda_preview(args: argparse.Namespace) -> int:
             axes[r][c + 1].set_title(label, fontsize=7)
     axes[0][0].set_title("original", fontsize=7)
     fig.suptitle("Fourier Domain Augmentations (* = Table C.2)", fontsize=9)
-    fig.tight_layout()
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     run.write_metrics({"grid": str(png), "images": int(images.shape[0]), "size": int(images.shape[-1]),
                        "mean_abs_change": changes})
     print(f"grid: {png}")

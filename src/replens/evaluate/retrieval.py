@@ -234,7 +234,7 @@ def plot_retrieval_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from replens.runs import atomic_write
+    from replens.plotting import save_figure
 
     def to_hwc(img: Any) -> np.ndarray:
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
@@ -280,8 +280,5 @@ def plot_retrieval_grid(
             ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    out = save_figure(fig, path, dpi=100)
     return {"path": str(out), "queries": int(m), "k": int(k), "models": list(panels)}
