@@ -287,10 +287,12 @@ class RecipeContext:
 
     @property
     def data_label(self) -> str:
-        """The data in words for the protocol: ``world(n=3000, size=32)`` or the spec."""
+        """The data in words for the protocol: ``world(n=3000, size=32, ..., generator 1.2.0)`` or the spec."""
         if self.data is None:
+            from replens.world import GENERATOR_VERSION
+
             w = self.world_config()
-            return f"world(n={w.n}, size={w.size}, domains={','.join(w.domains)})"
+            return f"world(n={w.n}, size={w.size}, domains={','.join(w.domains)}, generator {GENERATOR_VERSION})"
         return self.data
 
     # ------------------------------------------------------------ training

@@ -303,14 +303,16 @@ def _photo(layers: _Layers) -> np.ndarray:
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     angle, fx, fy, phase = (sc.style[:, i][:, None, None] for i in range(4))
     gx, gy = grid[None, None, :], grid[None, :, None]
-    gradient = 1.0 + 0.45 * (np.cos(angle) * gx + np.sin(angle) * gy)
-    gradient *= 1.0 + 0.08 * np.sin(2 * np.pi * (fx * gx + fy * gy) + phase)
+    # Generator 1.2.0 halved the gradient, sinusoid and noise amplitudes (0.45, 0.08, 28 before):
+    # per-image background patterns this strong let instance discrimination skip the objects.
+    gradient = 1.0 + 0.25 * (np.cos(angle) * gx + np.sin(angle) * gy)
+    gradient *= 1.0 + 0.04 * np.sin(2 * np.pi * (fx * gx + fy * gy) + phase)
     multiplier = np.where(layers.background, gradient, layers.shade)
     image = layers.flat.astype(np.float32)
     image *= multiplier[..., None]
     noise = hash_uniform(sc.noise_seed, size, size, salt=1)
     noise -= np.float32(0.5)
-    noise *= np.float32(28.0)
+    noise *= np.float32(14.0)
     image += noise[..., None]
     return image
 
@@ -344,8 +346,9 @@ def _style_painting(layers: _Layers) -> np.ndarray:
     """Flat colours under low-frequency colour noise, brush streaks and a soft blur."""
     sc, size = layers.scenes, layers.size
     field = smooth_field(sc.noise_seed, size, 5, 3, salt=4)
-    offset = np.where(layers.background, np.float32(0.55), np.float32(0.85))[..., None]
-    scale = np.where(layers.background, np.float32(0.9), np.float32(0.3))[..., None]
+    # Background colour noise in [0.8, 1.15] (generator 1.2.0; [0.55, 1.45] before drowned the objects).
+    offset = np.where(layers.background, np.float32(0.8), np.float32(0.85))[..., None]
+    scale = np.where(layers.background, np.float32(0.35), np.float32(0.3))[..., None]
     field *= scale
     field += offset
     image = layers.flat.astype(np.float32)

@@ -8,7 +8,9 @@ the seed) can be scored against an exact ground truth.
 from __future__ import annotations
 
 #: Bumped whenever the rendering or the on-disk format changes; part of the cache key.
-GENERATOR_VERSION = "1.1.0"
+#: 1.2.0: larger objects and calmer photo/painting backgrounds (shapes legible at 32 px; see
+#: ``SIZE_RADIUS`` and :mod:`replens.world.render`).
+GENERATOR_VERSION = "1.2.0"
 
 #: Object shapes. The class label of a scene is the shape of its main object,
 #: so these are also the class names.
@@ -43,9 +45,12 @@ COLOURS: tuple[str, ...] = tuple(COLOUR_RGB)
 #: Surface textures; the second colour of a texture is a lighter or darker tone.
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 
-#: Size words and the object radius as a fraction of the image side.
+#: Size words and the object radius as a fraction of the image side. At 32 px a small
+#: object is about 10 px across (generator 1.1.0 drew 8 px at radius 0.12, below what a
+#: small CNN resolves as a shape: SimCLR's linear probe on the 6,000-scene world rose from
+#: 20.7 % to 27.6 % at the same budget with these sizes and the calmer backgrounds).
 SIZES: tuple[str, ...] = ("small", "medium", "large")
-SIZE_RADIUS: tuple[float, ...] = (0.12, 0.17, 0.23)
+SIZE_RADIUS: tuple[float, ...] = (0.15, 0.20, 0.26)
 
 #: Render domains: four in the spirit of PACS plus the two Colored-CIFAR tints
 #: of the seed's section 2.3 (every image coloured red or green).
