@@ -122,6 +122,11 @@ def test_rerun_resumes_from_finished_steps(audit: Path, capsys: pytest.CaptureFi
     after = json.loads((audit / "summary.json").read_text())
     assert after["accuracy"] == before["accuracy"] and after["failures"] == before["failures"]
     assert after["config"] == config
+    # step times add up over runs: the rerun reports the compute the audit took, not its own seconds
+    assert after["runs"] == before["runs"] + 1
+    assert after["timings"]["train_s"] >= before["timings"]["train_s"] > 0
+    assert after["seconds"] >= before["seconds"] + sum(after["timings"].values()) - sum(before["timings"].values())
+    assert f"over {after['runs']} runs into this folder" in (audit / "summary.md").read_text()
 
 
 def test_model_mode_diagnoses_a_given_encoder_without_training(audit: Path, world: Path, tmp_path: Path) -> None:
@@ -140,3 +145,18 @@ def test_model_mode_errors_name_what_is_missing(tmp_path: Path, capsys: pytest.C
     assert "--data" in capsys.readouterr().err
     assert main(["audit", "--model", "small_cnn", "--data", "npz:/nope.npz", "--out", str(tmp_path / "b")]) == 2
     assert "--test-data" in capsys.readouterr().err
+
+
+def test_headline_states_accuracy_auroc_and_group_count_in_words() -> None:
+    from replens.engine.audit import _headline
+
+    summary = {"overview": {"encoder": "small_cnn", "linear_top1": 22.917, "test_samples": 1200,
+                            "random_linear_top1": 13.333},
+               "qscore": {"auroc": 46.78}, "groups": [{"features": [150]}]}
+    assert _headline(summary) == ("small_cnn reaches 22.9% linear-probe top-1 on 1200 test images (random init 13.3%); "
+                                  "its Q-Score flags probe failures without labels with AUROC 46.8; "
+                                  "1 feature group is explained in words.")
+    summary["groups"] = [{"features": [1]}, {"features": [2, 3]}]
+    assert _headline(summary).endswith("; 2 feature groups are explained in words.")
+    del summary["groups"], summary["qscore"]
+    assert _headline(summary).endswith("(random init 13.3%).")

@@ -415,7 +415,17 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
     from replens.report import write_report
 
     t0 = time.perf_counter()
+    # Step times add up over the runs into one folder, so a resumed audit reports the compute it
+    # took (not the seconds of its last, mostly skipped, run); timings.json keeps them between runs.
+    timing_file = run / "timings.json"
+    previous: dict[str, Any] = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     timings: dict[str, float] = {}
+
+    def record(step: str, seconds: float) -> None:
+        timings[step] = float(previous.get("steps", {}).get(step, 0.0)) + seconds
+        atomic_write_json(timing_file, {"runs": int(previous.get("runs", 0)) + 1, "steps": timings,
+                                        "total_s": float(previous.get("total_s", 0.0)) + time.perf_counter() - t0})
+
     train_spec, test_spec, world = _specs(config, progress)
     size = config.image_size or config.train.image_size
     overview: dict[str, Any] = {"data": train_spec.rsplit("?", 1)[0], "world": world}
@@ -430,7 +440,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
             training = _train_step(config, train_spec, run, progress)
         finally:
             torch.set_num_threads(threads)
-        timings["train_s"] = time.perf_counter() - t
+        record("train_s", time.perf_counter() - t)
         name, weights, pretrained = config.train.backbone, str(run / "train" / "backbone.safetensors"), False
         label = "+".join([config.train.method, *config.train.plugins])
         overview.update(encoder=name, method=config.train.method, plugins=list(config.train.plugins),
@@ -445,7 +455,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
                                      config, progress)
     probes["random init"] = _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init",
                                         config, progress)
-    timings["probe_s"] = time.perf_counter() - t
+    record("probe_s", time.perf_counter() - t)
     audited, baseline = probes[label], probes["random init"]
     test_src = open_source(test_spec, image_size=size)
     domains = list(test_src.domain_names)
@@ -469,7 +479,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
         if compression:
             summary["compression"] = compression
         overview["auroc"] = summary["qscore"].get("auroc")
-        timings["qscore_s"] = time.perf_counter() - t
+        record("qscore_s", time.perf_counter() - t)
     if config.falcon:
         t = time.perf_counter()
         efolder = _explain_step(config, name, weights, train_spec, test_spec, size, run, progress, vl_process)
@@ -485,10 +495,12 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
                                             .get("precision", {}).get("1")),
         }
         overview["explained_groups"] = fs.get("explained_groups")
-        timings["falcon_s"] = time.perf_counter() - t
+        record("falcon_s", time.perf_counter() - t)
     overview["headline"] = _headline(summary)
     summary["timings"] = timings
-    summary["seconds"] = time.perf_counter() - t0
+    summary["seconds"] = float(previous.get("total_s", 0.0)) + time.perf_counter() - t0
+    summary["runs"] = int(previous.get("runs", 0)) + 1
+    atomic_write_json(timing_file, {"runs": summary["runs"], "steps": timings, "total_s": summary["seconds"]})
     summary["config"] = asdict(config)
     write_report(summary, run.path)
     atomic_write_text(run / "summary.md", render_summary(summary))
@@ -506,7 +518,8 @@ def _headline(summary: dict[str, Any]) -> str:
     if q.get("auroc") is not None:
         parts.append(f"its Q-Score flags probe failures without labels with AUROC {q['auroc']:.1f}")
     if summary.get("groups") is not None:
-        parts.append(f"{len(summary['groups'])} feature groups are explained in words")
+        count = len(summary["groups"])
+        parts.append(f"{count} feature group{' is' if count == 1 else 's are'} explained in words")
     return "; ".join(parts) + "."
 
 
@@ -537,7 +550,9 @@ def render_summary(summary: dict[str, Any]) -> str:
         lines += ["", "## Explained feature groups", ""]
         lines += [f"- features {', '.join(map(str, g['features']))}: {', '.join(g['concepts'][:6])}"
                   for g in summary["groups"]]
-    lines += ["", f"Total time: {summary['seconds']:.0f} s "
+    runs = summary.get("runs", 1)
+    over = f" over {runs} runs into this folder" if runs > 1 else ""
+    lines += ["", f"Total time: {summary['seconds']:.0f} s{over} "
               f"({', '.join(f'{k[:-2]} {v:.0f} s' for k, v in summary['timings'].items())}). "
               "Open index.html for the figures.", ""]
     return "\n".join(lines)
