@@ -6,7 +6,7 @@ Usage:
 
 Generates (or reuses, under ``runs/cache``) the world the audit uses, runs
 exactly what a user runs, ``replens train --data world:DIR`` (the world preset:
-SimCLR, small_cnn, 32 px, 15 epochs), and prints the final linear-probe and kNN
+SimCLR, small_cnn, 32 px, 20 epochs), and prints the final linear-probe and kNN
 top-1 of the trained encoder beside a randomly initialised encoder of the same
 architecture (both from the run's ``metrics.json``), overall and per domain,
 with the wall time. ``--set`` passes training overrides (e.g. ``--set
