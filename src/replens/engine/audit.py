@@ -420,11 +420,16 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
     timing_file = run / "timings.json"
     previous: dict[str, Any] = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     timings: dict[str, float] = {}
+    runs, earlier_s = int(previous.get("runs", 0)) + 1, float(previous.get("total_s", 0.0))
+
+    def save_timings() -> float:
+        total_s = earlier_s + time.perf_counter() - t0
+        atomic_write_json(timing_file, {"runs": runs, "steps": timings, "total_s": total_s})
+        return total_s
 
     def record(step: str, seconds: float) -> None:
         timings[step] = float(previous.get("steps", {}).get(step, 0.0)) + seconds
-        atomic_write_json(timing_file, {"runs": int(previous.get("runs", 0)) + 1, "steps": timings,
-                                        "total_s": float(previous.get("total_s", 0.0)) + time.perf_counter() - t0})
+        save_timings()
 
     train_spec, test_spec, world = _specs(config, progress)
     size = config.image_size or config.train.image_size
@@ -498,9 +503,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
         record("falcon_s", time.perf_counter() - t)
     overview["headline"] = _headline(summary)
     summary["timings"] = timings
-    summary["seconds"] = float(previous.get("total_s", 0.0)) + time.perf_counter() - t0
-    summary["runs"] = int(previous.get("runs", 0)) + 1
-    atomic_write_json(timing_file, {"runs": summary["runs"], "steps": timings, "total_s": summary["seconds"]})
+    summary["seconds"], summary["runs"] = save_timings(), runs
     summary["config"] = asdict(config)
     write_report(summary, run.path)
     atomic_write_text(run / "summary.md", render_summary(summary))
