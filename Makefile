@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: audit test lint venv clean
+.PHONY: audit test lint venv browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,7 +18,11 @@ venv: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/replens audit
 
-test: $(STAMP)
+# The report's browser tests need a headless Chromium: installed here when missing (never skipped).
+browser: $(STAMP)
+	bash scripts/ensure_browser.sh $(BIN)/python
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 

@@ -1,7 +1,11 @@
 """torchvision dataset classes as a source (``tv:NAME:ROOT`` specs).
 
-Nothing is ever downloaded (``download=False``); a missing root gives a
-:class:`DataError` that says where torchvision looked. Datasets that keep their
+CIFAR-10, CIFAR-100 and STL-10 are downloaded on first use when no root is
+given (into ``$XDG_CACHE_HOME/replens/datasets``) or with ``download=True``:
+the archive through :func:`replens.hub.fetch_url` (md5-checked, resumable,
+``REPLENS_OFFLINE=1`` turns it off), extracted beside it and renamed into place
+only when complete. Otherwise a missing root gives a :class:`DataError` that
+says where torchvision looked. Datasets that keep their
 images as one array (CIFAR-10/100, MNIST family, STL10, SVHN) are read from
 that array without PIL; others go through the dataset's ``__getitem__``.
 Grey images (MNIST) are repeated to RGB.
@@ -11,6 +15,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,17 +53,67 @@ def expected_location(cls: type, root: str) -> str:
     return root
 
 
+#: torchvision dataset classes whose archive replens downloads (``url``, ``filename``, ``tgz_md5``, ``base_folder``).
+DOWNLOADABLE = ("CIFAR10", "CIFAR100", "STL10")
+
+
+def default_dataset_root() -> str:
+    """Where datasets without a root are downloaded: ``$XDG_CACHE_HOME/replens/datasets``."""
+    from replens.hub import replens_cache_dir
+
+    return str(replens_cache_dir() / "datasets")
+
+
+def download_dataset(cls: type, root: str, *, progress: bool = True) -> Path:
+    """Download and extract a torchvision dataset archive into ``root`` unless it is there.
+
+    Args:
+        cls: ``torchvision.datasets.CIFAR10``, ``CIFAR100`` or ``STL10``.
+        root: The root given to the class.
+        progress: Show a progress bar.
+
+    Returns:
+        The dataset folder (``root/<base_folder>``).
+
+    Raises:
+        DataError: A class replens cannot download, or an archive without the expected folder.
+        replens.hub.DownloadError: Offline, unreachable or md5 mismatch (nothing is left behind).
+    """
+    from torchvision.datasets.utils import extract_archive
+
+    from replens.hub import fetch_url
+
+    if cls.__name__ not in DOWNLOADABLE:
+        raise DataError(f"replens downloads {', '.join(DOWNLOADABLE)}, not {cls.__name__}; put its files under "
+                        f"{expected_location(cls, root)} (e.g. torchvision.datasets.{cls.__name__}(root, download=True))")
+    target = Path(root) / cls.base_folder
+    if target.is_dir():
+        return target
+    archive = fetch_url(cls.url, Path(root) / cls.filename, kind="datasets", md5=cls.tgz_md5,
+                        what=f"torchvision {cls.__name__} ({cls.filename})", progress=progress)
+    scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{cls.base_folder}."))
+    try:
+        extract_archive(str(archive), str(scratch))
+        if not (scratch / cls.base_folder).is_dir():
+            raise DataError(f"{archive} does not hold the folder {cls.base_folder} that torchvision {cls.__name__} reads")
+        os.replace(scratch / cls.base_folder, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
 class TorchvisionSource(ImageSource):
     """A torchvision dataset read from a local root.
 
     Args:
         name: Dataset class name in ``torchvision.datasets`` (any case), e.g.
             ``CIFAR10``, ``CIFAR100``, ``STL10``, ``MNIST``, ``SVHN``.
-        root: The root directory given to the class.
+        root: The root directory given to the class (None: :func:`default_dataset_root`, downloading on first use).
         split: ``"train"`` / ``"test"`` (or any split the class accepts, e.g.
             STL10's ``"unlabeled"``). Classes with a ``train`` flag get
             ``train = (split == "train")``.
         image_size: Output side, see :class:`ImageSource`.
+        download: Download the archive into ``root`` when missing (always when ``root`` is None).
         **kwargs: Passed to the dataset class.
 
     Raises:
@@ -67,15 +124,21 @@ class TorchvisionSource(ImageSource):
     def __init__(
         self,
         name: str,
-        root: str,
+        root: str | None,
         *,
         split: str = "train",
         image_size: int | None = None,
+        download: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(image_size)
         cls = torchvision_dataset_class(name)
+        if root is None:
+            root, download = default_dataset_root(), True
         root = os.path.abspath(os.path.expanduser(root))
+        if download:
+            os.makedirs(root, exist_ok=True)
+            download_dataset(cls, root)
         params = inspect.signature(cls.__init__).parameters
         if "train" in params:
             if split not in ("train", "test"):
@@ -89,8 +152,8 @@ class TorchvisionSource(ImageSource):
         if not os.path.isdir(root):
             raise DataError(
                 f"torchvision {cls.__name__}: root {root!r} does not exist; torchvision expects "
-                f"the files under {where!r} (download them there first, e.g. "
-                f"torchvision.datasets.{cls.__name__}({root!r}, download=True))"
+                f"the files under {where!r} (add ?download=1 to the spec, or leave the root out "
+                f"to use the download cache: tv:{cls.__name__})"
             )
         try:
             dataset = cls(root, **kwargs)

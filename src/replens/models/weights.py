@@ -6,29 +6,26 @@ Common wrappers are unwrapped: a ``state_dict`` / ``model`` / ``module`` nesting
 (e.g. ``{"best_prec1": ..., "state_dict": {...}}``) and a ``module.`` key prefix
 (``nn.DataParallel``) or ``_orig_mod.`` prefix (``torch.compile``).
 
-Pretrained hub weights (torchvision, timm, open_clip) are looked up in the
-library's own cache first; a download is only attempted when the host is
-reachable, and every failure becomes one :class:`WeightsError` that says which
-weights, where they were looked for and how to pass a file instead.
+Pretrained hub weights (torchvision, timm, open_clip) are read from their
+libraries' caches and downloaded on first use by :mod:`replens.hub` (one
+download policy for everything, ``REPLENS_OFFLINE=1`` turns it off).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
-import os
 import pickle
 import re
-import socket
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from replens.hub import offline_mode
+from replens.runs import atomic_write
 
 __all__ = [
     "LoadResult",
@@ -37,14 +34,12 @@ __all__ = [
     "offline_mode",
     "read_checkpoint",
     "read_state_dict",
-    "require_network",
     "save_checkpoint",
 ]
 
 _WRAPPER_KEYS = ("state_dict", "model", "module")
 _KEY_PREFIXES = ("module.", "_orig_mod.")
 _MAX_LISTED = 20
-_OFFLINE_ENV = ("REPLENS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 class WeightsError(RuntimeError):
@@ -94,7 +89,10 @@ def _load_file(path: Path) -> tuple[Any, dict[str, Any]]:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types
-            raise WeightsError(f"cannot read safetensors file {path}: {exc}") from None
+            reason = " ".join(str(exc).split())
+            if not any(ch.isalpha() for ch in reason):  # e.g. a text file: the header length is garbage
+                reason = f"not a safetensors file (invalid header: {type(exc).__name__} {reason})"
+            raise WeightsError(f"cannot read safetensors file {path}: {reason}") from None
         meta: dict[str, Any] = {}
         if "replens_meta" in metadata:
             meta = json.loads(metadata["replens_meta"])
@@ -118,6 +116,16 @@ def _load_file(path: Path) -> tuple[Any, dict[str, Any]]:
         raise WeightsError(f"cannot read torch file {path}: {exc}") from None
     meta = obj.get("meta", {}) if isinstance(obj, Mapping) else {}
     return obj, meta if isinstance(meta, dict) else {}
+
+
+def read_raw(path: str | Path) -> Any:
+    """The object a safetensors or torch file holds, read without unpickling code (``weights_only=True``).
+
+    Raises:
+        WeightsError: Missing or unreadable file, or a pickled object other than tensors and plain
+            containers (the message names the refused global).
+    """
+    return _load_file(Path(path))[0]
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -186,6 +194,9 @@ def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True) ->
     """
     path = Path(path)
     state = read_state_dict(path)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"weights {path} hold NaN or infinite values in {_list(bad)}")
     adapt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = getattr(
         module, "adapt_state_dict", None
     )
@@ -210,21 +221,6 @@ def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True) ->
         raise WeightsError(f"weights {path} do not match {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     return LoadResult(missing=missing, unexpected=unexpected)
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(
@@ -256,49 +252,7 @@ def save_checkpoint(
         from safetensors.torch import save_file
 
         header = {"replens_meta": json.dumps(meta_dict)}
-        _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
     else:
-        _atomic_write(path, lambda tmp: torch.save({"state_dict": state, "meta": meta_dict}, tmp))
+        atomic_write(path, lambda tmp: torch.save({"state_dict": state, "meta": meta_dict}, tmp))
     return path
-
-
-def offline_mode() -> bool:
-    """True when an offline variable (REPLENS_OFFLINE, HF_HUB_OFFLINE, ...) is set."""
-    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"} for k in _OFFLINE_ENV)
-
-
-def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """Resolve and connect within ``timeout`` seconds (DNS included)."""
-
-    def connect() -> bool:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(connect).result(timeout=timeout + 0.5)
-    except (OSError, concurrent.futures.TimeoutError):
-        return False
-    finally:
-        pool.shutdown(wait=False)
-
-
-def require_network(url_or_host: str, what: str, looked: list[str] | str, how: str) -> None:
-    """Raise :class:`WeightsError` unless ``url_or_host`` can be reached now.
-
-    Args:
-        url_or_host: The download URL or host name.
-        what: Which weights (for the message).
-        looked: Cache locations that were checked.
-        how: How to provide a file instead.
-    """
-    host = urlparse(url_or_host).hostname or url_or_host
-    looked_list = [looked] if isinstance(looked, str) else looked
-    where = "; ".join(looked_list) or "(no cache location)"
-    if offline_mode():
-        reason = "offline mode is set (REPLENS_OFFLINE / HF_HUB_OFFLINE)"
-    elif not _reachable(host):
-        reason = f"{host} cannot be reached (no network)"
-    else:
-        return
-    raise WeightsError(f"pretrained weights {what} are not cached (looked in {where}) and {reason}. {how}")
