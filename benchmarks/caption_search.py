@@ -75,17 +75,49 @@ def reference_search(
 
 
 def peer_mm(bank: CaptionBank, queries: torch.Tensor, chunk_rows: int) -> float:
-    """Seconds of plain torch.mm over the same chunk shapes, float32 operands already in memory."""
+    """Seconds of plain torch.mm over the same chunk shapes, float32 operands already in memory (queries' device)."""
+    device = queries.device
     shapes = []
     for _, shard in bank.iter_shards():
         shapes += [min(chunk_rows, shard.shape[0] - lo) for lo in range(0, shard.shape[0], chunk_rows)]
-    operands = {n: torch.randn(n, queries.shape[1]).T.contiguous() for n in set(shapes)}
-    out = {n: torch.empty(len(queries), n) for n in set(shapes)}
+    operands = {n: torch.randn(n, queries.shape[1], device=device).T.contiguous() for n in set(shapes)}
+    out = {n: torch.empty(len(queries), n, device=device) for n in set(shapes)}
     torch.mm(queries, operands[shapes[0]], out=out[shapes[0]])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     for n in shapes:
         torch.mm(queries, operands[n], out=out[n])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
+
+
+def measure_search(
+    root: Path, *, captions: int, dim: int, queries: int, shard_size: int, chunk_rows: int, k: int = 5,
+    scale: float = 100.0, device: str = "cpu",
+) -> dict:
+    """Our streamed search on ``device`` against a plain ``torch.mm`` of the same size there (its bound).
+
+    Writes a synthetic bank under ``root``. Returns GFLOP/s of both, their
+    ratio and whether our top-k equals a direct float64 global softmax on 16 queries.
+    """
+    flops = 2.0 * queries * captions * dim
+    bank = make_bank(root, captions, dim, shard_size, seed=0)
+    g = torch.Generator().manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(queries, dim, generator=g), dim=1)
+    bank.search(q[:8], k, chunk_rows=chunk_rows, device=device)  # page the shards in once
+    t0 = time.perf_counter()
+    ours = bank.search(q, k, logit_scale=scale, chunk_rows=chunk_rows, device=device)
+    t_ours = time.perf_counter() - t0
+    t_mm = peer_mm(bank, q.to(device), chunk_rows)
+    sub = q[:16].double()
+    logits = torch.cat([scale * sub @ torch.from_numpy(np.asarray(s)).double().T for _, s in bank.iter_shards()], dim=1)
+    direct_p, direct_i = logits.softmax(dim=1).topk(k)
+    same = bool(torch.equal(direct_i, ours.indices[:16].cpu()))
+    err = float((ours.probs[:16].cpu().double() / direct_p - 1).abs().max())
+    return {"gflops_ours": flops / t_ours / 1e9, "gflops_torch_mm": flops / t_mm / 1e9, "ratio": t_mm / t_ours,
+            "exact": same and err < 1e-3, "backend": "torch"}
 
 
 def main() -> None:

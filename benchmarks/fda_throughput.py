@@ -13,6 +13,10 @@ torch's OpenMP threads contend with other processes and the all-thread figure
 can fall below the one-thread figure. Images are random float tensors already
 in memory, so neither side pays for decoding.
 
+Then, per size, FDA against its bound on one CPU thread: a plain
+``torch.fft.rfft2`` + ``irfft2`` over the same batch, calls alternating
+(:func:`fda_vs_bound`; target >= 0.7 at 32 px).
+
 Usage:
     python benchmarks/fda_throughput.py                       # 32 and 224 px, CPU (+ CUDA if present)
     python benchmarks/fda_throughput.py --sizes 32 --seconds 5 --json out.json
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -108,6 +113,64 @@ def _time_replens(cfg: FDAConfig, size: int, batch: int, seconds: float, device:
     return calls * batch / (time.perf_counter() - start)
 
 
+def fft_round_trip(images: torch.Tensor) -> torch.Tensor:
+    """The bound: a plain ``torch.fft.rfft2`` + ``irfft2`` pass over the batch, nothing else."""
+    return torch.fft.irfft2(torch.fft.rfft2(images, norm="ortho"), s=images.shape[-2:], norm="ortho")
+
+
+def fda_vs_bound(cfg: FDAConfig, size: int, batch: int, seconds: float, device: str, threads: int | None = 1) -> dict:
+    """replens' FDA (sampling + application) against the plain FFT round trip, calls alternating.
+
+    Both run on the same batch in turns (so load on a shared machine hits
+    both alike); each is timed per call and the median call time gives
+    images/s. ``threads`` torch CPU threads (None: unchanged).
+
+    Returns:
+        ``fda`` and ``bound`` images/s and ``ratio`` = fda / bound.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        fda = FourierAugment(cfg)
+        images = torch.rand(batch, 3, size, size, device=device)
+        g = torch.Generator(device=device).manual_seed(0)
+        cuda = device.startswith("cuda")
+
+        def call(fn: Callable[[], torch.Tensor]) -> float:
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter() - t
+
+        ours, bound = [], []
+        for _ in range(2):
+            call(lambda: fda(images, g))
+            call(lambda: fft_round_trip(images))
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or len(ours) < 5:
+            ours.append(call(lambda: fda(images, g)))
+            bound.append(call(lambda: fft_round_trip(images)))
+        fda_rate = batch / statistics.median(ours)
+        bound_rate = batch / statistics.median(bound)
+        return {"fda": fda_rate, "bound": bound_rate, "ratio": fda_rate / bound_rate}
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_fda(size: int, batch: int, seconds: float, device: str, lightly_images: int = 2000) -> dict:
+    """Table C.2's FDA at ``size`` px on ``device``: images/s, the FFT bound and lightly per image (one process)."""
+    cfg = fda_config(size)
+    threads = 1 if device == "cpu" else None
+    row = fda_vs_bound(cfg, size, batch, seconds, device, threads=threads)
+    peer = time_lightly(cfg, size, seconds, lightly_images)
+    return {"size": size, "batch": batch, "device": device, **row, "lightly_per_image": peer,
+            "ratio_vs_lightly": row["fda"] / peer}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
@@ -118,6 +181,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the all-threads run (default: all)")
     parser.add_argument("--no-cuda", action="store_true")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--bound-batch", type=int, default=1024, help="batch of the 32 px one-thread bound check")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # torch.meshgrid indexing warning inside lightly
     threads = args.threads or torch.get_num_threads()
@@ -148,9 +212,16 @@ def main() -> None:
                 line += f" {gpu:>12,.0f}/s {gpu / peer:>6.0f}x"
             print(line, flush=True)
             results.append(row)
+    bounds = []
+    for size in args.sizes:
+        batch = args.bound_batch if size <= 64 else 64
+        b = fda_vs_bound(fda_config(size), size, batch, args.seconds, "cpu", threads=1)
+        bounds.append({"size": size, "batch": batch, **b})
+        print(f"{size:>5} px, one thread, batch {batch}: FDA {b['fda']:,.0f} img/s vs plain rfft2 + irfft2 "
+              f"{b['bound']:,.0f} img/s: {b['ratio']:.2f} of the bound (target >= 0.7 at 32 px)", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"cores": cores, "torch": torch.__version__, "results": results}, fh, indent=2)
+            json.dump({"cores": cores, "torch": torch.__version__, "results": results, "bound": bounds}, fh, indent=2)
 
 
 if __name__ == "__main__":

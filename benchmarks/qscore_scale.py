@@ -12,8 +12,10 @@ order (so load on a shared machine hits both alike):
   discriminative band and Eq. 3.1 scores.
 
 Both read through :func:`replens.quality.iter_row_blocks` (pages released
-behind the reader). Prints rows/s of both, their ratio (target >= 0.5) and
-the peak resident memory of the process (target < 1.5 GiB, whatever N).
+behind the reader). Prints rows/s of both, their ratio (target >= 0.5), the
+ratio of the code before the stage-2 rework (quoted from a run of the
+unchanged code, see ``BEFORE``), the machine load and the peak resident
+memory of the process (target < 1.5 GiB, whatever N).
 
 Usage::
 
@@ -35,6 +37,17 @@ import numpy as np
 import torch
 
 from replens.quality import QScoreStream, iter_row_blocks, qscore_array
+
+# The code before the stage-2 rework (commit f53dc5a: a fresh float32 copy and comparison mask per block,
+# entries gathered from the copy, final scoring through boolean-indexed copies), this script run against
+# it on 2026-12-07 on the shared 2-core machine (AMD EPYC, AVX2), warm page cache, float16, block 512:
+# (N, torch threads) -> runs of (plain rows/s, Q-Score rows/s, ratio, 1-min load average). Today's
+# scores and feature sets are bit-identical to its (checked over the 1M rows).
+BEFORE = {
+    (200_000, 2): [(257_925, 46_381, 0.18, 6.5)],
+    (1_000_000, 2): [(160_599, 30_287, 0.19, 8.4)],
+    (1_000_000, 1): [(560_889, 115_178, 0.21, 8.5), (830_038, 147_310, 0.18, 8.5)],
+}
 
 
 def reset_peak_rss() -> bool:
@@ -100,6 +113,60 @@ def plain_pass(matrix: np.ndarray, block_rows: int) -> None:
             torch.from_numpy(np.asarray(block)).float()
 
 
+def measure_warm(matrix: np.ndarray, block_rows: int, chunk_rows: int, spill_dir: Path, eps: float = 4.0) -> dict:
+    """Plain pass vs streaming Q-Score over an (N, r) array, chunk by chunk in alternating order.
+
+    Blocks are host arrays (a warm memory map) or, for ``matrix`` a torch
+    tensor on a device, device tensors: then the plain pass is the copy of
+    each block to host float32 (what any consumer of device rows pays) and
+    Q-Score is :meth:`QScoreStream.update` on the device blocks.
+
+    Returns:
+        ``plain`` and ``qscore`` rows/s, ``ratio`` = qscore / plain, ``finish_s``
+        (the final scoring, included in Q-Score's time) and the ``result``.
+    """
+    on_device = isinstance(matrix, torch.Tensor)
+    n = matrix.shape[0]
+
+    def blocks(chunk):  # noqa: ANN001, ANN202 (numpy memory map or device tensor)
+        if on_device:
+            return (chunk[lo : lo + block_rows] for lo in range(0, chunk.shape[0], block_rows))
+        return iter_row_blocks(chunk, block_rows)
+
+    def sync() -> None:
+        if on_device and matrix.device.type == "cuda":
+            torch.cuda.synchronize(matrix.device)
+
+    def plain(chunk) -> None:  # noqa: ANN001
+        if on_device:
+            for block in blocks(chunk):
+                block.float().cpu()
+        else:
+            plain_pass(chunk, block_rows)
+
+    plain(matrix[:chunk_rows])  # warm-up (imports, allocator)
+    plain_s = qscore_s = 0.0
+    with QScoreStream(eps=eps, spill_dir=spill_dir) as stream:
+        for k, start in enumerate(range(0, n, chunk_rows)):
+            chunk = matrix[start : start + chunk_rows]
+            for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+                sync()
+                t = time.perf_counter()
+                if which == 0:
+                    plain(chunk)
+                    plain_s += time.perf_counter() - t
+                else:
+                    for block in blocks(chunk):
+                        stream.update(block)
+                    qscore_s += time.perf_counter() - t
+        t = time.perf_counter()
+        result = stream.result((50.0, 95.0))
+        finish_s = time.perf_counter() - t
+    qscore_s += finish_s
+    return {"plain": n / plain_s, "qscore": n / qscore_s, "ratio": plain_s / qscore_s, "finish_s": finish_s,
+            "result": result}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="rows (default 1,000,000)")
@@ -121,28 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         write_matrix(args.path, args.n, args.dim, args.seed)
         print(f"wrote {args.path} ({args.path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s")
     reset = reset_peak_rss()  # measure the passes, not the generation of the file
+    load_start = os.getloadavg()[0]
     try:
         matrix = np.load(args.path, mmap_mode="r")
         assert matrix.shape == (args.n, args.dim) and matrix.dtype == np.float16
-        plain_pass(matrix[: args.chunk_rows], args.block_rows)  # warm-up (imports, allocator)
         # 1) warm page cache: both passes chunk by chunk, alternating which goes first
-        plain_s = qscore_s = 0.0
-        with QScoreStream(eps=4.0, spill_dir=args.path.parent) as stream:
-            for k, start in enumerate(range(0, args.n, args.chunk_rows)):
-                chunk = matrix[start : start + args.chunk_rows]
-                for which in ((0, 1) if k % 2 == 0 else (1, 0)):
-                    t = time.perf_counter()
-                    if which == 0:
-                        plain_pass(chunk, args.block_rows)
-                        plain_s += time.perf_counter() - t
-                    else:
-                        for block in iter_row_blocks(chunk, args.block_rows):
-                            stream.update(block)
-                        qscore_s += time.perf_counter() - t
-            t = time.perf_counter()
-            result = stream.result((50.0, 95.0))
-            finish_s = time.perf_counter() - t
-        qscore_s += finish_s
+        warm = measure_warm(matrix, args.block_rows, args.chunk_rows, args.path.parent)
+        result, finish_s = warm["result"], warm["finish_s"]
+        plain_s, qscore_s = args.n / warm["plain"], args.n / warm["qscore"]
         # 2) cold reads: the file evicted from the page cache before each full pass
         cold = None
         if not args.no_cold and drop_from_page_cache(args.path):
@@ -162,12 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = result.summary()
     rss = peak_rss_bytes()
     plain_rate, q_rate = args.n / plain_s, args.n / qscore_s
+    print(f"load average (1 min) at the start {load_start:.1f}, at the end {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     print(f"rows {args.n:,} x {args.dim} float16 ({args.n * args.dim * 2 / 2**30:.2f} GiB), block {args.block_rows} "
           f"rows, torch threads {torch.get_num_threads()}")
     print("warm page cache, interleaved chunks:")
     print(f"  plain read+convert : {plain_rate:12,.0f} rows/s  ({plain_s:.2f} s)")
     print(f"  streaming Q-Score  : {q_rate:12,.0f} rows/s  ({qscore_s:.2f} s, of which final scoring {finish_s:.2f} s)")
     print(f"  ratio Q-Score / plain: {q_rate / plain_rate:.2f}  (target >= 0.5)")
+    before = BEFORE.get((args.n, torch.get_num_threads())) if args.dim == 2048 and args.block_rows == 512 else None
+    for plain_b, q_b, ratio_b, load_b in before or []:
+        print(f"  before (f53dc5a, quoted run at load {load_b:.1f}): plain {plain_b:,} rows/s, Q-Score {q_b:,} "
+              f"rows/s, ratio {ratio_b:.2f}; this run's ratio / that one: {q_rate / plain_rate / ratio_b:.2f}x")
     ratios = [q_rate / plain_rate]
     if cold is not None:
         print("cold reads (file evicted from the page cache before each pass):")

@@ -8,8 +8,11 @@ The same ResNet-18 (CIFAR stem) SimCLR step at 32 px, measured in one run:
 (c) lightly: ``SimCLRTransform`` per image on DataLoader workers (PIL), the
     views then moved to the device.
 
+(b) makes the next step's views on a CUDA side stream while the current step
+runs (``replens.augment.ViewFeed``, as the training loop does).
 Prints samples/s for each and the ratios b/a and b/c (targets on a GPU:
-b >= 0.85 a and b >= 2 c; on CPU: b >= c).
+b >= 0.95 a and b >= 2.5 c; on CPU: b >= c). :func:`measure_ssl_throughput`
+is what ``benchmarks/device_check.py`` calls.
 
 Usage:
     python benchmarks/ssl_throughput.py [--data wds:../shared/data/cifar10/train-0.tar.gz]
@@ -29,7 +32,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 from PIL import Image
 
-from replens.augment import ViewPipeline, simclr_view_config
+from replens.augment import ViewFeed, ViewPipeline, simclr_view_config
 from replens.models import create_backbone
 
 
@@ -44,7 +47,8 @@ class _PilDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i]))
 
 
-def _load_images(spec: str | None, n: int) -> np.ndarray:
+def load_images(spec: str | None, n: int) -> np.ndarray:
+    """``n`` uint8 (N, 32, 32, 3) images of a data spec (None: random images)."""
     if spec is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -53,6 +57,111 @@ def _load_images(spec: str | None, n: int) -> np.ndarray:
     src = open_source(spec, image_size=32)
     idx = np.arange(min(n, len(src)))
     return np.stack([src[int(i)]["image"].permute(1, 2, 0).numpy() for i in idx])
+
+
+def measure_ssl_throughput(
+    images: np.ndarray,
+    *,
+    batch_size: int = 512,
+    steps: int = 20,
+    warmup: int = 3,
+    workers: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
+    backbone: str = "resnet18",
+    backbone_args: dict | None = None,
+    image_size: int = 32,
+    overlap: bool = True,
+) -> dict[str, float]:
+    """Samples/s of (a) the compute bound, (b) replens device views, (c) lightly on workers, in one run.
+
+    Args:
+        images: (N, H, W, 3) uint8 images (at least ``batch_size * (steps + warmup)``, repeated otherwise).
+        batch_size: Images per step (each gives two views).
+        steps: Timed steps per pipeline.
+        warmup: Untimed steps first.
+        workers: DataLoader workers of lightly's transforms (0: in this process).
+        device: Where the model runs.
+        precision: ``fp32`` or ``bf16`` (autocast).
+        backbone: Registered backbone name (``resnet18`` with the CIFAR stem by default).
+        backbone_args: Its keyword arguments (default ``{"stem": "cifar"}`` for resnet18).
+        image_size: View side.
+        overlap: Make (b)'s next views on a CUDA side stream during the step
+            (:class:`replens.augment.ViewFeed`, as the training loop does).
+
+    Returns:
+        ``bound``, ``replens``, ``lightly`` samples/s and the ratios ``replens_vs_bound``, ``replens_vs_lightly``.
+    """
+    dev = torch.device(device)
+    torch.backends.cudnn.benchmark = True
+    n_images = batch_size * (steps + warmup)
+    if len(images) < n_images:
+        images = np.concatenate([images] * (n_images // len(images) + 1))[:n_images]
+    args = backbone_args if backbone_args is not None else ({"stem": "cifar"} if backbone == "resnet18" else {})
+    net = create_backbone(backbone, **args).to(dev).to(memory_format=torch.channels_last)
+    head = SimCLRProjectionHead(net.feature_dim, net.feature_dim, 128).to(dev)
+    criterion = NTXentLoss(temperature=0.5)
+    params = list(net.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=0.06, momentum=0.9)
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def step(v0: torch.Tensor, v1: torch.Tensor) -> None:
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            z = head(net(torch.cat([v0, v1]).contiguous(memory_format=torch.channels_last)))
+            loss = criterion(*z.float().chunk(2))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def timed(batches, make_views) -> float:
+        it = iter(batches)
+        for _ in range(warmup):
+            step(*make_views(next(it)))
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(*make_views(next(it)))
+        sync()
+        return steps * batch_size / (time.perf_counter() - t0)
+
+    b = batch_size
+    u8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    pipe = ViewPipeline(simclr_view_config(image_size, net.mean, net.std))
+    ready = [pipe(u8[:b].to(dev)) for _ in range(2)]
+    bound = timed(iter(lambda: None, 1), lambda _: ready)
+
+    gen = torch.Generator(device=dev)
+
+    def two_views(x: torch.Tensor, at_step: int) -> list[torch.Tensor]:
+        gen.manual_seed(at_step)
+        return [pipe(x, gen), pipe(x, gen)]
+
+    pinned = u8.pin_memory() if dev.type == "cuda" else u8
+    feed = ViewFeed(({"image": pinned[i : i + b]} for i in range(0, n_images, b)), two_views, dev, overlap=overlap)
+    t0 = 0.0
+    for k in range(warmup + steps):
+        if k == warmup:
+            sync()
+            t0 = time.perf_counter()
+        _, _, views = feed.take(k)
+        step(*views)
+        if feed.overlap and k + 1 < warmup + steps:
+            feed.prepare(k + 1)
+    sync()
+    ours = steps * b / (time.perf_counter() - t0)
+
+    transform = SimCLRTransform(input_size=image_size, gaussian_blur=0.0)
+    loader = torch.utils.data.DataLoader(
+        _PilDataset(images, transform), batch_size=b, num_workers=workers,
+        pin_memory=dev.type == "cuda", persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+    )
+    peer = timed(loader, lambda views: (views[0].to(dev, non_blocking=True), views[1].to(dev, non_blocking=True)))
+    return {"bound": bound, "replens": ours, "lightly": peer,
+            "replens_vs_bound": ours / bound, "replens_vs_lightly": ours / peer}
 
 
 def main() -> None:
@@ -64,71 +173,21 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16" if torch.cuda.is_available() else "fp32")
+    ap.add_argument("--no-overlap", action="store_true", help="make (b)'s views in line, not on a side stream")
     args = ap.parse_args()
+    images = load_images(args.data, args.batch_size * (args.steps + args.warmup))
+    r = measure_ssl_throughput(images, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                               workers=args.workers, device=args.device, precision=args.precision,
+                               overlap=not args.no_overlap)
     device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True
-    n_images = args.batch_size * (args.steps + args.warmup)
-    images = _load_images(args.data, n_images)
-    if len(images) < n_images:
-        images = np.concatenate([images] * (n_images // len(images) + 1))[:n_images]
-
-    backbone = create_backbone("resnet18", stem="cifar").to(device).to(memory_format=torch.channels_last)
-    head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128).to(device)
-    criterion = NTXentLoss(temperature=0.5)
-    params = list(backbone.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=0.06, momentum=0.9)
-    dtype = torch.bfloat16 if args.precision == "bf16" else None
-
-    def step(v0: torch.Tensor, v1: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            z = head(backbone(torch.cat([v0, v1]).contiguous(memory_format=torch.channels_last)))
-            loss = criterion(*z.float().chunk(2))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def timed(batches, make_views) -> float:
-        it = iter(batches)
-        for _ in range(args.warmup):
-            step(*make_views(next(it)))
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            step(*make_views(next(it)))
-        sync()
-        return args.steps * args.batch_size / (time.perf_counter() - t0)
-
-    b = args.batch_size
-    u8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    pipe = ViewPipeline(simclr_view_config(32, backbone.mean, backbone.std))
-    ready = [pipe(u8[:b].to(device)) for _ in range(2)]
-    a = timed(iter(lambda: None, 1), lambda _: ready)
-
-    def replens_batches():
-        for i in range(0, n_images, b):
-            yield u8[i : i + b].to(device, non_blocking=True)
-
-    gen = torch.Generator(device=device).manual_seed(0)
-    r = timed(replens_batches(), lambda x: (pipe(x, gen), pipe(x, gen)))
-
-    transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
-    loader = torch.utils.data.DataLoader(
-        _PilDataset(images, transform), batch_size=b, num_workers=args.workers,
-        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None,
-    )
-    c = timed(loader, lambda views: (views[0].to(device, non_blocking=True), views[1].to(device, non_blocking=True)))
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"device: {name}, batch {b}, {args.steps} timed steps, precision {args.precision}, workers {args.workers}")
-    print(f"(a) compute bound, ready tensors      : {a:10.1f} samples/s")
-    print(f"(b) replens device views from uint8    : {r:10.1f} samples/s")
-    print(f"(c) lightly SimCLRTransform on workers : {c:10.1f} samples/s")
-    print(f"b / a = {r / a:.3f}   (GPU target >= 0.85)")
-    print(f"b / c = {r / c:.2f}    (GPU target >= 2; CPU target >= 1)")
+    print(f"device: {name}, batch {args.batch_size}, {args.steps} timed steps, precision {args.precision}, "
+          f"workers {args.workers}")
+    print(f"(a) compute bound, ready tensors      : {r['bound']:10.1f} samples/s")
+    print(f"(b) replens device views from uint8    : {r['replens']:10.1f} samples/s")
+    print(f"(c) lightly SimCLRTransform on workers : {r['lightly']:10.1f} samples/s")
+    print(f"b / a = {r['replens_vs_bound']:.3f}   (GPU target >= 0.95)")
+    print(f"b / c = {r['replens_vs_lightly']:.2f}    (GPU target >= 2.5; CPU target >= 1)")
 
 
 if __name__ == "__main__":

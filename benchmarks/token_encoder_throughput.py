@@ -24,6 +24,60 @@ from pathlib import Path
 import torch
 
 
+def measure_token_throughput(
+    work: Path, *, device: str = "cpu", preset: str = "cpu", batch: int = 64, steps: int = 15, warmup: int = 5,
+    world_n: int | None = None, image_size: int = 32, patch_size: int = 4,
+) -> dict:
+    """Train the token encoder and the matched ViT with the same trainer on ``device``; samples/s of each.
+
+    Every step is a forward and backward pass of the image side and the text
+    tower, so this is also the token encoder's device smoke test.
+
+    Returns:
+        ``tokens`` and ``vit`` (samples/s, image-side parameters, final loss), ``ratio``
+        (tokens / vit), ``lengths`` (token sequence lengths), ``extract_images_per_s``.
+    """
+    from replens.tokens import ExtractConfig, PairData, TokenDataset, TokenTrainConfig, extract_tokens
+    from replens.tokens.train import train_token_model
+    from replens.vl import TinyClipConfig, build_tiny_clip
+    from replens.world import WorldConfig, generate_world
+
+    gpu = device.startswith("cuda")
+    warmup = max(1, warmup)
+    n = world_n or int(batch * 4 / 0.8) + 1
+    world = generate_world(WorldConfig(n=n, size=image_size, seed=0), work / "world", progress=False)
+    # throughput does not depend on the weights: a randomly initialised tiny CLIP text tower
+    vl = build_tiny_clip(TinyClipConfig(image_size=image_size, patch_size=patch_size))
+    t0 = time.perf_counter()
+    cache = extract_tokens(ExtractConfig(data=f"world:{world}?split=train", device=device,
+                                         batch_size=256), work / "tokens", vl=vl, progress=False, resume=False)
+    extract_s = time.perf_counter() - t0
+    data = PairData(TokenDataset(cache))
+    lengths = [s.length for s in data.tokens.samples]
+    results: dict = {}
+    for encoder in ("tokens", "vit"):
+        config = TokenTrainConfig(
+            encoder=encoder, preset=preset, steps=warmup + steps, batch_size=batch, patch_size=patch_size,
+            eval_every=0, log_every=1, checkpoint_every=0, device=device,
+        )
+        stamps: list[tuple[int, float]] = []
+
+        def on_log(record: dict, stamps: list = stamps) -> None:
+            if gpu:
+                torch.cuda.synchronize()
+            stamps.append((int(record["step"]), time.perf_counter()))
+
+        out = train_token_model(config, data, vl, work / f"run-{encoder}", progress=False, on_log=on_log)
+        (s0, t_start), (s1, t_end) = stamps[warmup - 1], stamps[-1]
+        results[encoder] = {
+            "samples_per_s": (s1 - s0) * batch / (t_end - t_start),
+            "image_side_parameters": out["parameters"]["image_side"],
+            "final_loss": out["final_loss"],
+        }
+    ratio = results["tokens"]["samples_per_s"] / results["vit"]["samples_per_s"]
+    return {**results, "ratio": ratio, "lengths": lengths, "extract_images_per_s": len(lengths) / extract_s}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -43,56 +97,23 @@ def main() -> int:
     preset = args.preset or ("paper" if gpu else "cpu")
     batch = args.batch_size or (256 if gpu else 64)
     steps = args.steps or (50 if gpu else 15)
-    args.warmup = max(1, args.warmup)
-
-    from replens.tokens import ExtractConfig, PairData, TokenDataset, TokenTrainConfig, extract_tokens
-    from replens.tokens.train import train_token_model
-    from replens.vl import TinyClipConfig, build_tiny_clip
-    from replens.world import WorldConfig, generate_world
-
     work = args.out or Path(tempfile.mkdtemp(prefix="token-bench-"))
-    n = args.world_n or int(batch * 4 / 0.8) + 1
-    world = generate_world(WorldConfig(n=n, size=args.image_size, seed=0), work / "world", progress=False)
-    # throughput does not depend on the weights: a randomly initialised tiny CLIP text tower
-    vl = build_tiny_clip(TinyClipConfig(image_size=args.image_size, patch_size=args.patch_size))
-    t0 = time.perf_counter()
-    cache = extract_tokens(ExtractConfig(data=f"world:{world}?split=train", device=args.device,
-                                         batch_size=256), work / "tokens", vl=vl, progress=False, resume=False)
-    extract_s = time.perf_counter() - t0
-    data = PairData(TokenDataset(cache))
-    lengths = [s.length for s in data.tokens.samples]
-    results = {}
-    for encoder in ("tokens", "vit"):
-        config = TokenTrainConfig(
-            encoder=encoder, preset=preset, steps=args.warmup + steps, batch_size=batch, patch_size=args.patch_size,
-            eval_every=0, log_every=1, checkpoint_every=0, device=args.device,
-        )
-        stamps: list[tuple[int, float]] = []
-
-        def on_log(record: dict, stamps: list = stamps) -> None:
-            if gpu:
-                torch.cuda.synchronize()
-            stamps.append((int(record["step"]), time.perf_counter()))
-
-        out = train_token_model(config, data, vl, work / f"run-{encoder}", progress=False, on_log=on_log)
-        (s0, t_start), (s1, t_end) = stamps[args.warmup - 1], stamps[-1]
-        results[encoder] = {
-            "samples_per_s": (s1 - s0) * batch / (t_end - t_start),
-            "image_side_parameters": out["parameters"]["image_side"],
-            "final_loss": out["final_loss"],
-        }
+    r = measure_token_throughput(work, device=args.device, preset=preset, batch=batch, steps=steps,
+                                 warmup=args.warmup, world_n=args.world_n, image_size=args.image_size,
+                                 patch_size=args.patch_size)
+    lengths = r.pop("lengths")
     patches = (args.image_size // args.patch_size) ** 2 + 1
-    ratio = results["tokens"]["samples_per_s"] / results["vit"]["samples_per_s"]
     device_name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {device_name}; preset {preset}; batch {batch}; {steps} timed steps after {args.warmup}")
+    print(f"device: {device_name}; preset {preset}; batch {batch}; {steps} timed steps after {max(1, args.warmup)}")
     print(f"token sequence: mean {sum(lengths) / len(lengths):.1f}, max {max(lengths)} tokens "
           f"(image + objects + relations); ViT: {patches} tokens ({args.image_size} px, patch {args.patch_size})")
-    print(f"token extraction (one-off, cached): {len(lengths) / extract_s:.0f} images/s")
-    for encoder, r in results.items():
-        print(f"  {encoder:>6}: {r['samples_per_s']:9.1f} samples/s  ({r['image_side_parameters'] / 1e6:.2f} M "
+    print(f"token extraction (one-off, cached): {r['extract_images_per_s']:.0f} images/s")
+    for encoder in ("tokens", "vit"):
+        e = r[encoder]
+        print(f"  {encoder:>6}: {e['samples_per_s']:9.1f} samples/s  ({e['image_side_parameters'] / 1e6:.2f} M "
               "image-side parameters)")
-    print(f"token encoder / ViT training throughput: {ratio:.2f}x")
-    print(json.dumps({"device": device_name, "preset": preset, "batch_size": batch, "ratio": ratio, **results}))
+    print(f"token encoder / ViT training throughput: {r['ratio']:.2f}x")
+    print(json.dumps({"device": device_name, "preset": preset, "batch_size": batch, **r}))
     return 0
 
 

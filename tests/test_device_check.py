@@ -1,0 +1,52 @@
+"""benchmarks/device_check.py --quick on the CPU: every section present, every smoke test passes, ratios are numbers."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "device_check.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("device_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["device_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_device_check_on_cpu(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        code = _load().main(["--quick", "--device", "cpu", "--out", str(tmp_path / "check")])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "check.json").read_text())
+    table = (tmp_path / "check.md").read_text()
+    assert code == 0
+    assert {"environment", "smoke", "benchmarks", "quick", "seconds"} <= set(report)
+    env = report["environment"]
+    assert env["device_type"] == "cpu" and env["torch"] == torch.__version__ and env["git_commit"]
+    from replens.ssl import list_methods
+
+    names = {s["name"] for s in report["smoke"]}
+    expected = {f"ssl/{m}" for m in list_methods()} | {f"ssl-compile/{m}" for m in list_methods()}
+    expected |= {"plugin/ddm", "plugin/fda", "qscore/device-tensors", "falcon/device-tensors",
+                 "tokens/forward-backward"}
+    assert names == expected
+    failed = [(s["name"], s["error"]) for s in report["smoke"] if s["ok"] is not True]
+    assert not failed, failed
+    bench = report["benchmarks"]
+    assert set(bench) == {"ssl", "fda", "qscore", "caption_search"}
+    assert all(b["ok"] for b in bench.values()), {k: b.get("error") for k, b in bench.items()}
+    ratios = [bench["ssl"]["replens_vs_bound"], bench["ssl"]["replens_vs_lightly"], bench["fda"]["ratio"],
+              bench["fda"]["ratio_vs_lightly"], bench["fda"]["cpu_ratio_vs_fft"], bench["qscore"]["ratio"],
+              bench["qscore"]["device_ratio"], bench["caption_search"]["ratio"]]
+    assert all(isinstance(r, float) and math.isfinite(r) and r > 0 for r in ratios), ratios
+    assert bench["caption_search"]["exact"]
+    for heading in ("## Smoke tests", "## Benchmarks", "| ssl/simclr | pass |", "vs compute bound"):
+        assert heading in table
