@@ -38,7 +38,7 @@ from replens.world import (
 )
 from replens.world.render import MARKER_LABEL, SHAPE_TESTS
 from replens.world.scene import SHAPE_EXTENT
-from replens.world.vocab import MARKER_RGB
+from replens.world.vocab import COLOURLESS_DOMAINS, MARKER_RGB, TEXTURELESS_DOMAINS
 
 TINY = WorldConfig(n=80, size=32, domains=DOMAINS, seed=0, spurious=1.0, shard_size=32)
 
@@ -165,11 +165,22 @@ def test_captions_and_concepts(train: WorldDataset) -> None:
         captions = train.captions[i]
         assert len(captions) >= 3
         assert all(main["shape"] in c for c in captions)
-        assert main["colour"] in captions[0]
-        assert f"{main['colour']} {main['shape']}" in captions[2]
         concepts = train.concepts[i]
-        for word in (main["shape"], main["colour"], main["texture"], main["size"]):
+        for word in (main["shape"], main["size"]):
             assert word in concepts
+        # only what the pixels show: no colour in sketches and tints, no texture in sketches
+        colour = record["domain"] not in COLOURLESS_DOMAINS
+        words = {w for c in captions for w in c.split()}
+        assert all(bool({o["colour"], "background", "patch"} & words) == colour for o in record["objects"])
+        if colour:
+            assert main["colour"] in captions[0] and f"{main['colour']} {main['shape']}" in captions[2]
+            assert f"{record['background']} background" in concepts
+            assert (record["marker"] is None) or f"{record['marker']} patch" in concepts
+        else:
+            assert f" of a {main['size']} " in captions[3] and captions[3].endswith(main["shape"])
+            assert not any(c.endswith(" background") or c.endswith(" patch") for c in concepts)
+        assert (main["colour"] in concepts) == colour
+        assert (main["texture"] in concepts) == (record["domain"] not in TEXTURELESS_DOMAINS)
         assert len(concepts) == len(set(concepts))
         for rel in record["relations"]:
             assert rel["relation"] in concepts

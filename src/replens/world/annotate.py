@@ -18,6 +18,7 @@ import numpy as np
 from replens.world.scene import SceneBatch
 from replens.world.vocab import (
     BACKGROUNDS,
+    COLOURLESS_DOMAINS,
     COLOURS,
     DOMAIN_CONCEPT,
     DOMAIN_NOUN,
@@ -25,6 +26,7 @@ from replens.world.vocab import (
     MARKERS,
     SHAPES,
     SIZES,
+    TEXTURELESS_DOMAINS,
     TEXTURES,
     article,
 )
@@ -103,21 +105,24 @@ def relations_of(boxes: Sequence[Sequence[int]], sizes: Sequence[int], image_sid
     return out
 
 
-def object_phrase(obj: dict[str, str], detail: str = "full") -> str:
+def object_phrase(obj: dict[str, str], detail: str = "full", domain: str | None = None) -> str:
     """A noun phrase for one object, with its article.
 
     Args:
         obj: ``{"shape", "colour", "texture", "size"}`` names.
         detail: ``"full"`` (size, colour, texture unless solid, shape),
-            ``"colour"`` (colour and shape) or ``"shape"``.
+            ``"look"`` (the same without the size), ``"colour"`` (colour and shape) or ``"shape"``.
+        domain: The rendering domain: the colour is left out where it draws no colour
+            (:data:`~replens.world.vocab.COLOURLESS_DOMAINS`), the texture where it draws none.
     """
+    colour = [] if domain in COLOURLESS_DOMAINS else [obj["colour"]]
     if detail == "shape":
         words = [obj["shape"]]
     elif detail == "colour":
-        words = [obj["colour"], obj["shape"]]
-    elif detail == "full":
-        texture = [] if obj["texture"] == "solid" else [obj["texture"]]
-        words = [obj["size"], obj["colour"], *texture, obj["shape"]]
+        words = [*colour, obj["shape"]]
+    elif detail in ("full", "look"):
+        texture = [] if obj["texture"] == "solid" or domain in TEXTURELESS_DOMAINS else [obj["texture"]]
+        words = [*([obj["size"]] if detail == "full" else []), *colour, *texture, obj["shape"]]
     else:
         raise ValueError(f"unknown detail {detail!r}")
     return f"{article(words[0])} {' '.join(words)}"
@@ -139,20 +144,28 @@ def captions_of(
     1. domain and class: "a photo of a circle";
     2. domain and every object: "a cartoon of a red circle and a blue square";
     3. main object and background: "a red striped circle on a beige background".
+
+    Only what the domain draws is named: a sketch's captions read "a large circle left of a small
+    square", "a sketch of a circle", "a sketch of a circle and a square", "a sketch of a large circle".
     """
     main = objects[0]
-    relational = object_phrase(main)
-    tails = [f"{spatial_relation(boxes[0], boxes[j])} {object_phrase(objects[j])}" for j in range(1, len(objects))]
+    relational = object_phrase(main, domain=domain)
+    tails = [f"{spatial_relation(boxes[0], boxes[j])} {object_phrase(objects[j], domain=domain)}"
+             for j in range(1, len(objects))]
     if tails:
         relational += " " + " and ".join(tails)
     noun = DOMAIN_NOUN[domain]
-    texture = "" if main["texture"] == "solid" else f" {main['texture']}"
+    if domain in COLOURLESS_DOMAINS:
+        last = f"{article(noun)} {noun} of {object_phrase(main, domain=domain)}"
+    else:
+        texture = "" if main["texture"] == "solid" else f" {main['texture']}"
+        last = f"{article(main['colour'])} {main['colour']}{texture} {main['shape']} on {article(background)} " \
+               f"{background} background"
     return [
         relational,
         f"{article(noun)} {noun} of {object_phrase(main, 'shape')}",
-        f"{article(noun)} {noun} of {_join([object_phrase(o, 'colour') for o in objects])}",
-        f"{article(main['colour'])} {main['colour']}{texture} {main['shape']} on {article(background)} "
-        f"{background} background",
+        f"{article(noun)} {noun} of {_join([object_phrase(o, 'colour', domain) for o in objects])}",
+        last,
     ]
 
 
@@ -167,16 +180,21 @@ def concepts_of(
 
     Every object's shape, colour, texture and size, the domain, every relation
     word that holds, the background ("beige background") and the marker patch
-    ("crimson patch") when there is one.
+    ("crimson patch") when there is one. Colours (of objects, background and
+    marker) are left out where the domain draws none, textures where it draws
+    none: a concept is true of an image only when its pixels show it.
     """
+    colourless, textureless = domain in COLOURLESS_DOMAINS, domain in TEXTURELESS_DOMAINS
     words: list[str] = []
     for obj in objects:
-        words += [obj["shape"], obj["colour"], obj["texture"], obj["size"]]
+        words += [obj["shape"], *([] if colourless else [obj["colour"]]),
+                  *([] if textureless else [obj["texture"]]), obj["size"]]
     words.append(DOMAIN_CONCEPT[domain])
     words += [r["relation"] for r in relations]
-    words.append(f"{background} background")
-    if marker is not None:
-        words.append(f"{marker} patch")
+    if not colourless:
+        words.append(f"{background} background")
+        if marker is not None:
+            words.append(f"{marker} patch")
     return list(dict.fromkeys(words))
 
 

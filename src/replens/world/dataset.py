@@ -14,7 +14,7 @@ from PIL import Image
 
 from replens.data.base import DataError, ImageSource
 from replens.world.config import SPLITS, WorldConfig
-from replens.world.generate import read_manifest, verify_world
+from replens.world.generate import read_manifest, verify_world, verify_world_once
 from replens.world.render import MARKER_LABEL
 from replens.world.scene import SceneBatch
 
@@ -199,11 +199,14 @@ def load_world(
         path: The directory :func:`~replens.world.generate.generate_world` wrote.
         split: ``"train"`` or ``"test"``.
         image_size: Side of the images ``__getitem__`` returns (``None``: stored size).
-        verify: Re-hash every file against the manifest first (slow on big worlds).
+        verify: Re-hash every file against the manifest now; otherwise the files are checked once
+            per world state (:func:`~replens.world.generate.verify_world_once`).
 
     Returns:
         The :class:`WorldDataset`.
     """
     if verify:
         verify_world(path)
+    else:
+        verify_world_once(path)
     return WorldDataset(path, split=split, image_size=image_size)

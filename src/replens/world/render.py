@@ -53,6 +53,17 @@ _TINTS = {
 
 ShapeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+#: Photo background: gradient and sinusoid amplitudes (multiplicative) and pixel-noise amplitude (grey levels).
+PHOTO_GRADIENT, PHOTO_SINE, PHOTO_NOISE = 0.25, 0.04, 14.0
+#: Painting: amplitude of the low-frequency colour field on background and objects, and its channels
+#: (3: a colour field, 1: a luminance field).
+PAINT_FIELD_BACKGROUND, PAINT_FIELD_OBJECT, PAINT_FIELD_CHANNELS = 0.35, 0.3, 3
+#: Photo: brightness of the background under an object's drop shadow (1: no shadow). A shadow keeps the
+#: silhouette readable when object and background have the same luminance (grayscale views).
+PHOTO_SHADOW = 0.55
+#: Painting: brightness of the painted contour along object edges (1: no contour).
+PAINT_CONTOUR = 0.4
+
 
 def _star(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     outer, inner, half = 1.2, 0.56, np.pi / 5
@@ -72,7 +83,8 @@ SHAPE_TESTS: dict[str, ShapeFn] = {
     "diamond": lambda u, v: np.abs(u) / 0.9 + np.abs(v) / 1.2 <= 1.0,
     "star": _star,
     "cross": lambda u, v: ((np.abs(u) <= 0.34) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.34) & (np.abs(u) <= 1.0)),
-    "hexagon": lambda u, v: (np.abs(v) <= 0.9093) & (1.7320508 * np.abs(u) + np.abs(v) <= 1.8187),
+    # generator 2.0: an arrow replaced the hexagon, which a small CNN cannot tell from a circle at 32 px
+    "arrow": lambda u, v: ((u >= -1.0) & (u <= 0.05) & (np.abs(v) <= 0.3)) | ((u >= 0.0) & (np.abs(v) <= 0.85 * (1.0 - u))),
     "heart": lambda u, v: (
         ((1.15 * u) ** 2 + (1.15 * v + 0.12) ** 2 - 1.0) ** 3 - (1.15 * u) ** 2 * (1.15 * v + 0.12) ** 3 <= 0.0
     ),
@@ -305,14 +317,19 @@ def _photo(layers: _Layers) -> np.ndarray:
     gx, gy = grid[None, None, :], grid[None, :, None]
     # Generator 1.2.0 halved the gradient, sinusoid and noise amplitudes (0.45, 0.08, 28 before):
     # per-image background patterns this strong let instance discrimination skip the objects.
-    gradient = 1.0 + 0.25 * (np.cos(angle) * gx + np.sin(angle) * gy)
-    gradient *= 1.0 + 0.04 * np.sin(2 * np.pi * (fx * gx + fy * gy) + phase)
+    gradient = 1.0 + PHOTO_GRADIENT * (np.cos(angle) * gx + np.sin(angle) * gy)
+    gradient *= 1.0 + PHOTO_SINE * np.sin(2 * np.pi * (fx * gx + fy * gy) + phase)
     multiplier = np.where(layers.background, gradient, layers.shade)
+    if PHOTO_SHADOW != 1.0:
+        shift = max(1, round(size / 24))
+        shadow = np.zeros_like(layers.objects)
+        shadow[:, shift:, shift:] = layers.objects[:, :-shift, :-shift]
+        multiplier = np.where(shadow & layers.background, multiplier * np.float32(PHOTO_SHADOW), multiplier)
     image = layers.flat.astype(np.float32)
     image *= multiplier[..., None]
     noise = hash_uniform(sc.noise_seed, size, size, salt=1)
     noise -= np.float32(0.5)
-    noise *= np.float32(14.0)
+    noise *= np.float32(PHOTO_NOISE)
     image += noise[..., None]
     return image
 
@@ -345,14 +362,18 @@ def _style_sketch(layers: _Layers) -> np.ndarray:
 def _style_painting(layers: _Layers) -> np.ndarray:
     """Flat colours under low-frequency colour noise, brush streaks and a soft blur."""
     sc, size = layers.scenes, layers.size
-    field = smooth_field(sc.noise_seed, size, 5, 3, salt=4)
+    field = smooth_field(sc.noise_seed, size, 5, PAINT_FIELD_CHANNELS, salt=4)
     # Background colour noise in [0.8, 1.15] (generator 1.2.0; [0.55, 1.45] before drowned the objects).
-    offset = np.where(layers.background, np.float32(0.8), np.float32(0.85))[..., None]
-    scale = np.where(layers.background, np.float32(0.35), np.float32(0.3))[..., None]
+    offset = np.where(layers.background, np.float32(1.15 - PAINT_FIELD_BACKGROUND),
+                      np.float32(1.15 - PAINT_FIELD_OBJECT))[..., None]
+    scale = np.where(layers.background, np.float32(PAINT_FIELD_BACKGROUND), np.float32(PAINT_FIELD_OBJECT))[..., None]
     field *= scale
     field += offset
     image = layers.flat.astype(np.float32)
     image *= field
+    if PAINT_CONTOUR != 1.0:
+        contour = boundary(layers.seg, max(1, size // 32)) & layers.objects
+        image[contour] *= np.float32(PAINT_CONTOUR)
     streak = hash_uniform(sc.noise_seed, size, size, salt=5)
     length = max(2, size // 16)
     streak = _box_blur(streak, length, 2)  # horizontal strokes ...

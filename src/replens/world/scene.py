@@ -23,7 +23,6 @@ from replens.world.vocab import (
     DOMAINS,
     SHAPES,
     SIZE_RADIUS,
-    SIZES,
     SPURIOUS_CUES,
     TEXTURES,
 )
@@ -32,7 +31,7 @@ from replens.world.vocab import (
 EXTENT = 1.25
 #: The exact reach of each shape (in radii, measured on its inside test),
 #: rounded up; placement uses it so that objects never overlap.
-SHAPE_EXTENT: tuple[float, ...] = (1.01, 1.17, 1.21, 1.21, 1.21, 1.07, 1.06, 1.17, 1.01, 1.11)
+SHAPE_EXTENT: tuple[float, ...] = (1.01, 1.17, 1.21, 1.21, 1.21, 1.07, 1.05, 1.17, 1.01, 1.11)
 if len(SHAPE_EXTENT) != len(SHAPES):
     raise RuntimeError("SHAPE_EXTENT must follow SHAPES")
 #: Side of the corner marker patch, as a fraction of the image side.
@@ -43,6 +42,14 @@ GAP = 0.025
 MAX_ANGLE = np.deg2rad(25.0)
 #: Placement candidates tried per object before the object is dropped.
 CANDIDATES = 64
+#: Probability of 1, 2 and 3 objects in a scene (renormalised over the counts ``max_objects`` allows):
+#: one dominant object, distractors optional (generator 2.0; 1.x drew 1-3 uniformly).
+OBJECT_COUNT_PROBS: tuple[float, ...] = (0.6, 0.3, 0.1)
+#: Size classes the main object may take (every other object is of a strictly smaller class):
+#: medium or large since generator 2.0.
+MAIN_SIZES: tuple[int, ...] = (1, 2)
+#: Probability that a scene has the corner marker patch (the carrier of the ``"marker"`` spurious cue).
+MARKER_PROB = 1.0
 
 
 @dataclass
@@ -229,14 +236,17 @@ def sample_scenes(
     k_max = max_objects
     domain_index = np.array([DOMAINS.index(d) for d in domains], dtype=np.int16)
     domain = domain_index[rng.integers(len(domains), size=n)]
-    requested = rng.integers(1, k_max + 1, size=n)
+    count_probs = np.asarray(OBJECT_COUNT_PROBS[:k_max], dtype=np.float64)
+    requested = rng.choice(np.arange(1, k_max + 1), size=n, p=count_probs / count_probs.sum())
     shape = rng.integers(len(SHAPES), size=(n, k_max))
     colour = rng.integers(len(COLOURS), size=(n, k_max))
     texture = rng.integers(len(TEXTURES), size=(n, k_max))
     # The main object is strictly the largest so that the label is visible in the pixels: in scenes with
     # several objects it is medium or large and every other object is a smaller size class.
-    main_size = rng.integers(len(SIZES), size=n)
-    bigger = rng.integers(1, len(SIZES), size=n)
+    main_choices = np.asarray(MAIN_SIZES)
+    main_size = main_choices[rng.integers(len(main_choices), size=n)]
+    bigger_choices = main_choices[main_choices > 0]
+    bigger = bigger_choices[rng.integers(len(bigger_choices), size=n)]
     main_size = np.where((requested > 1) & (main_size == 0), bigger, main_size)
     other_size = np.floor(rng.random((n, k_max)) * main_size[:, None]).astype(np.int64)
     size = np.concatenate([main_size[:, None], other_size[:, 1:]], axis=1)
@@ -247,9 +257,10 @@ def sample_scenes(
     cue = np.where(aligned, labels, rng.integers(len(SHAPES), size=n))
     random_background = rng.integers(len(BACKGROUNDS), size=n)
     marker_corner = rng.integers(4, size=n)
+    has_marker = rng.random(n) < MARKER_PROB
     if spurious_cue == "marker":
         background = random_background
-        marker = cue
+        marker = np.where(has_marker, cue, -1)
     else:
         background = cue
         marker = np.full(n, -1)

@@ -10,7 +10,14 @@ from __future__ import annotations
 #: Bumped whenever the rendering or the on-disk format changes; part of the cache key.
 #: 1.2.0: larger objects and calmer photo/painting backgrounds (shapes legible at 32 px; see
 #: ``SIZE_RADIUS`` and :mod:`replens.world.render`).
-GENERATOR_VERSION = "1.2.0"
+#: 2.0.0: learnable in minutes on a CPU (scripts/validate_world_ssl.py): one dominant main object
+#: (medium or large; 60 % of scenes hold it alone, distractors are smaller), radii 0.18 / 0.26 / 0.34,
+#: an arrow instead of the hexagon (indistinguishable from a circle at 32 px), a drop shadow in photos
+#: and a painted contour in paintings (silhouettes readable in grayscale).
+#: 2.1.0: captions and concepts name only what the pixels show: no object, background or marker colour in
+#: the sketch and tint domains (:data:`COLOURLESS_DOMAINS`), no texture in sketches
+#: (:data:`TEXTURELESS_DOMAINS`); images are unchanged.
+GENERATOR_VERSION = "2.1.0"
 
 #: Object shapes. The class label of a scene is the shape of its main object,
 #: so these are also the class names.
@@ -21,7 +28,7 @@ SHAPES: tuple[str, ...] = (
     "diamond",
     "star",
     "cross",
-    "hexagon",
+    "arrow",
     "heart",
     "ring",
     "crescent",
@@ -45,12 +52,12 @@ COLOURS: tuple[str, ...] = tuple(COLOUR_RGB)
 #: Surface textures; the second colour of a texture is a lighter or darker tone.
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 
-#: Size words and the object radius as a fraction of the image side. At 32 px a small
-#: object is about 10 px across (generator 1.1.0 drew 8 px at radius 0.12, below what a
-#: small CNN resolves as a shape: SimCLR's linear probe on the 6,000-scene world rose from
-#: 20.7 % to 27.6 % at the same budget with these sizes and the calmer backgrounds).
+#: Size words and the object radius as a fraction of the image side. The main object is medium
+#: or large (``replens.world.scene.MAIN_SIZES``): about 17-22 px across at 32 px, so a small CNN
+#: sees its silhouette (generator 1.2.0 drew 10-17 px objects at radii 0.15 / 0.20 / 0.26; SimCLR's
+#: linear probe at the same budget rose from 43.7 % to 52.9 % with these sizes and fewer distractors).
 SIZES: tuple[str, ...] = ("small", "medium", "large")
-SIZE_RADIUS: tuple[float, ...] = (0.15, 0.20, 0.26)
+SIZE_RADIUS: tuple[float, ...] = (0.18, 0.26, 0.34)
 
 #: Render domains: four in the spirit of PACS plus the two Colored-CIFAR tints
 #: of the seed's section 2.3 (every image coloured red or green).
@@ -65,6 +72,13 @@ DOMAIN_NOUN: dict[str, str] = {
     "tint_red": "red-tinted photo",
     "tint_green": "green-tinted photo",
 }
+
+#: Domains whose rendering shows no colour: sketches are pencil on grey paper, the tint domains keep only the
+#: photo's luminance. Their captions and concepts name no object, background or marker colour.
+COLOURLESS_DOMAINS: frozenset[str] = frozenset({"sketch", "tint_red", "tint_green"})
+
+#: Domains whose rendering shows no texture (a sketch draws object outlines only).
+TEXTURELESS_DOMAINS: frozenset[str] = frozenset({"sketch"})
 
 #: The concept word of a domain.
 DOMAIN_CONCEPT: dict[str, str] = {
