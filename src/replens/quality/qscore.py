@@ -33,13 +33,18 @@ block plus O(r) counters plus 4 bytes per sample (``|L_i|``); memory-mapped
 inputs have their pages released after each block (``madvise(DONTNEED)``), so
 the resident set stays bounded whatever ``N``.
 
-Each block goes through two stages: (1) in the caller's thread, a float32
-copy (torch's vectorised float16 conversion) and the row statistics; (2) on
-one background thread, the comparison with the thresholds (on the float16 bit
-patterns when the input is float16), the sparse entries and the spill
-writes, overlapping the next block's stage 1. Row statistics use float32
-sums; rows whose ``E[h^2] - mu^2`` would cancel (nearly constant rows) are
-recomputed exactly in float64.
+Each block goes through two stages: (1) in the caller's thread, float32
+values (torch's vectorised float16 conversion into a reused buffer; read-only
+float32 input such as a memory map is read in place, without a copy) and the
+row statistics; (2) on one background thread, the comparison with the
+thresholds (on the float16 bit patterns when the input is float16, into a
+reused mask), the sparse entries (gathered from the block itself) and the
+spill writes, overlapping the next block's stage 1. Row statistics use
+float32 sums; rows whose ``E[h^2] - mu^2`` would cancel (nearly constant rows)
+are recomputed exactly in float64. Stage 2 reads float16 blocks (and
+read-only float32 ones) after :meth:`QScoreStream.update` returns, with at most
+two blocks in flight: a caller that reuses a float16 array must not overwrite
+it until two more updates, or ``result``, have returned.
 """
 
 from __future__ import annotations
@@ -77,10 +82,25 @@ __all__ = [
     "qscore_embeddings",
     "qscore_model",
     "tail_features",
+    "eps_for_dim",
 ]
 
 DEFAULT_EPS = 4.0
 DEFAULT_BAND = (50.0, 95.0)
+
+
+def eps_for_dim(dim: int) -> float:
+    """The ``epsilon`` of ``L_i`` from the representation size alone: ``log2(r) / 4``, clipped to [1.5, 4].
+
+    The seed selects eps = 4 empirically for ResNet-50 (r = 2048, section 3.3). Smaller
+    representations have fewer features in their tail, so the same eps leaves most ``L_i``
+    empty; a quarter of ``log2(r)`` gives 1.5 at r = 64 (CIFAR ResNet-20), 2 at r = 256
+    (the world's small_cnn) and reaches the seed's 4 at r = 65,536. The rule depends on r
+    only, never on labels or a test split.
+    """
+    if dim < 1:
+        raise ValueError(f"representation size must be positive, got {dim}")
+    return float(min(4.0, max(1.5, np.log2(dim) / 4.0)))
 # rows whose float32 E[h^2] - mu^2 is below this fraction of E[h^2] (cancellation) get mean and
 # variance recomputed exactly in float64 (two-pass)
 _NEAR_CONSTANT = 1e-3
@@ -205,10 +225,13 @@ def iter_row_blocks(array: np.ndarray, block_rows: int = 512, keep_blocks: int =
 @dataclass
 class _BlockStats:
     raw: np.ndarray  # (B, r) the block as given
-    values: np.ndarray  # (B, r) float32, owned (not a view of a memory map)
+    # (B, r) float32: owned, or raw itself when raw is read-only float32; None when stage 2 reads
+    # the float16 bit patterns of raw
+    values: np.ndarray | None
     mean: np.ndarray  # (B,) float32 mu_i of the raw row
     norm: np.ndarray  # (B,) float32 ||h_i||
     threshold: np.ndarray  # (B,) float32 mu_i + eps sigma_i of the raw row
+    half_bits: np.ndarray | None = None  # (B,) int16 floor16(threshold) for the float16 bit-pattern test
 
 
 @dataclass
@@ -218,14 +241,28 @@ class _BlockOut:
     deviation: np.ndarray  # (k,) float32 normalised deviations (h_ij - mu_i) / ||h_i||
 
 
-def _block_stats(raw: np.ndarray, eps: float, first_row: int) -> _BlockStats:
-    """Stage 1: float32 copy, row mean, norm and threshold ``mu_i + eps sigma_i`` (raw scale)."""
-    dim = raw.shape[1]
+def _block_stats(raw: np.ndarray, eps: float, first_row: int, buffer: torch.Tensor | None = None) -> _BlockStats:
+    """Stage 1: float32 values, row mean, norm and threshold ``mu_i + eps sigma_i`` (raw scale).
+
+    ``buffer`` (at least ``B x r`` float32) receives the float32 copy when given; it is reused by
+    the next block, so it is kept (as ``values``) only when stage 2 needs it: float16 blocks with
+    positive thresholds are compared on their bit patterns and never read ``values`` again.
+    """
+    raw = np.asarray(raw)
+    n_rows, dim = raw.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only memory maps: torch only reads them
-        source = torch.from_numpy(np.asarray(raw))
+        source = torch.from_numpy(raw)
     # torch's float16 -> float32 conversion is vectorised (numpy's is not, here 30x slower)
-    values = source.to(torch.float32, copy=True)
+    if buffer is not None and raw.dtype == np.float16 and buffer.numel() >= raw.size:
+        values = buffer.view(-1)[: raw.size].view(n_rows, dim)
+        values.copy_(source)
+    elif raw.dtype == np.float32 and raw.flags.c_contiguous and not raw.flags.writeable:
+        buffer = None
+        values = source  # read-only float32 (e.g. a memory map): nobody can change it, read it in place
+    else:  # other dtypes, or a writeable array the caller may reuse while stage 2 still runs: a copy
+        buffer = None
+        values = source.to(torch.float32, copy=True)
     # float32 reductions; the cancellation of E[h^2] - mu^2 is handled below
     total = values.sum(1).numpy()
     norm = torch.linalg.vector_norm(values, dim=1).numpy()
@@ -245,7 +282,13 @@ def _block_stats(raw: np.ndarray, eps: float, first_row: int) -> _BlockStats:
         mean[near] = exact.mean(axis=1)
         var[near] = exact.var(axis=1)
     threshold = (mean + np.float32(eps) * np.sqrt(np.maximum(var, 0))).astype(np.float32)
-    return _BlockStats(np.asarray(raw), values_np, mean.astype(np.float32), norm, threshold)
+    half_bits = None
+    if raw.dtype == np.float16 and raw.flags.c_contiguous and bool((threshold > 0).all()):
+        half_bits = _floor_half_bits(threshold)
+        values_np = None  # stage 2 reads raw only: the buffer is free for the next block
+    elif buffer is not None:
+        values_np = values_np.copy()  # stage 2 compares float32 values: own them
+    return _BlockStats(raw, values_np, mean.astype(np.float32), norm, threshold, half_bits)
 
 
 def _floor_half_bits(threshold: np.ndarray) -> np.ndarray:
@@ -254,8 +297,8 @@ def _floor_half_bits(threshold: np.ndarray) -> np.ndarray:
     return half.view(np.int16) - (half.astype(np.float32) > threshold).astype(np.int16)
 
 
-def _above_threshold(stats: _BlockStats) -> np.ndarray:
-    """``h_ij > threshold_i`` as a bool mask.
+def _above_threshold(stats: _BlockStats, out: np.ndarray | None = None) -> np.ndarray:
+    """``h_ij > threshold_i`` as a bool mask (written into ``out`` when given: a (B, r) bool array).
 
     For float16 input and positive thresholds the test reads the float16 bit
     patterns as int16 (half the bytes of the float32 copy): for x >= 0 the
@@ -264,9 +307,13 @@ def _above_threshold(stats: _BlockStats) -> np.ndarray:
     The result is identical to the float32 comparison (tested).
     """
     raw, threshold = stats.raw, stats.threshold
-    if raw.dtype == np.float16 and raw.flags.c_contiguous and bool((threshold > 0).all()):
-        return raw.view(np.int16) > _floor_half_bits(threshold)[:, None]
-    return stats.values > threshold[:, None]
+    half_bits = stats.half_bits
+    if half_bits is None and raw.dtype == np.float16 and raw.flags.c_contiguous and bool((threshold > 0).all()):
+        half_bits = _floor_half_bits(threshold)
+    if half_bits is not None:
+        return np.greater(raw.view(np.int16), half_bits[:, None], out=out)
+    assert stats.values is not None
+    return np.greater(stats.values, threshold[:, None], out=out)
 
 
 def _flat_true(mask: np.ndarray) -> np.ndarray:
@@ -280,15 +327,21 @@ def _flat_true(mask: np.ndarray) -> np.ndarray:
     return nonzero_words[inside >> 3] * 8 + (inside & 7)
 
 
-def _block_entries(stats: _BlockStats) -> _BlockOut:
-    """Stage 2: L_i (``h_ij > threshold_i``) and the normalised deviations of its entries."""
-    values = stats.values
-    dim = values.shape[1]
-    flat = _flat_true(_above_threshold(stats))
+def _block_entries(stats: _BlockStats, mask: np.ndarray | None = None) -> _BlockOut:
+    """Stage 2: L_i (``h_ij > threshold_i``) and the normalised deviations of its entries.
+
+    ``mask``: an optional reusable bool buffer (at least ``B x r``) for the comparison.
+    """
+    raw = stats.raw
+    n_rows, dim = raw.shape
+    out = mask.reshape(-1)[: raw.size].reshape(n_rows, dim) if mask is not None and mask.size >= raw.size else None
+    flat = _flat_true(_above_threshold(stats, out))
     rows = flat // dim
     cols = flat - rows * dim
-    deviation = ((values.reshape(-1)[flat] - stats.mean[rows]) / stats.norm[rows]).astype(np.float32)
-    n_highly = np.bincount(rows, minlength=values.shape[0]).astype(np.int32)
+    # the float16 -> float32 conversion is exact: the same values as the float32 copy of stage 1
+    picked = raw.reshape(-1)[flat].astype(np.float32) if stats.values is None else stats.values.reshape(-1)[flat]
+    deviation = ((picked - stats.mean[rows]) / stats.norm[rows]).astype(np.float32, copy=False)
+    n_highly = np.bincount(rows, minlength=n_rows).astype(np.int32)
     return _BlockOut(n_highly, cols, deviation)
 
 
@@ -418,7 +471,9 @@ class QScoreStream:
         if not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
-        self._dir = Path(tempfile.mkdtemp(prefix="qscore-", dir=spill_dir))
+        # named like the run folders' half-written files (``.NAME.*.tmp``), so a run folder's stale-lock
+        # cleanup removes the spill of a killed process
+        self._dir = Path(tempfile.mkdtemp(prefix=".qscore.", suffix=".tmp", dir=spill_dir))
         self._cols = open(self._dir / "cols.bin", "wb")  # noqa: SIM115 (closed in close())
         self._devs = open(self._dir / "devs.bin", "wb")  # noqa: SIM115
         self._blocks: list[tuple[int, int]] = []  # (rows, entries) per block
@@ -430,6 +485,9 @@ class QScoreStream:
         # caller reads and converts the next block; numpy and torch release the GIL in both stages
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qscore") if background else None
         self._pending: deque[Future[None]] = deque()
+        # reused buffers: stage 1's float32 copy (caller's thread), stage 2's comparison mask (one worker)
+        self._values: torch.Tensor | None = None
+        self._mask: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -438,6 +496,9 @@ class QScoreStream:
 
     def update(self, rows: np.ndarray | torch.Tensor) -> None:
         """Add the next block of rows (raw representations, any float dtype).
+
+        A float16 block is read again after this returns (see the module docstring): do not
+        overwrite it until two more updates, or :meth:`result`, have returned.
 
         Raises:
             NonFiniteRowsError: A row holds NaN/inf (the message names its global row index).
@@ -458,7 +519,9 @@ class QScoreStream:
             self._col_dtype = np.uint16 if rows.shape[1] <= np.iinfo(np.uint16).max + 1 else np.uint32
         elif rows.shape[1] != self.dim:
             raise ValueError(f"block has {rows.shape[1]} features, earlier blocks had {self.dim}")
-        stats = _block_stats(rows, self.eps, self.n)
+        if self._values is None or self._values.numel() < rows.size:
+            self._values = torch.empty(rows.size, dtype=torch.float32)
+        stats = _block_stats(rows, self.eps, self.n, self._values)
         self.n += rows.shape[0]
         if self._pool is None:
             self._store(stats)
@@ -469,11 +532,13 @@ class QScoreStream:
 
     def _store(self, stats: _BlockStats) -> None:
         """Stage 2 of one block: its L_i entries to the counts and the spill (blocks arrive in order)."""
-        out = _block_entries(stats)
+        if self._mask is None or self._mask.size < stats.raw.size:
+            self._mask = np.empty(stats.raw.size, dtype=bool)
+        out = _block_entries(stats, self._mask)
         assert self.counts is not None
         self.counts += np.bincount(out.cols, minlength=self.dim)
-        self._cols.write(out.cols.astype(self._col_dtype).tobytes())
-        self._devs.write(out.deviation.tobytes())
+        self._cols.write(out.cols.astype(self._col_dtype))
+        self._devs.write(out.deviation)
         self._blocks.append((len(out.n_highly), len(out.cols)))
         self._n_highly.append(out.n_highly)
 
@@ -518,10 +583,18 @@ class QScoreStream:
                     block += 1
                 cols = np.fromfile(cols_file, dtype=self._col_dtype, count=entries)
                 devs = np.fromfile(devs_file, dtype=np.float32, count=entries)
-                local = np.repeat(np.arange(n_rows), n_highly[row : row + n_rows])
-                keep = is_disc[cols]
-                total = np.bincount(local[keep], weights=devs[keep], minlength=n_rows).astype(np.float64)
-                count = np.bincount(local[keep], minlength=n_rows)
+                group = n_highly[row : row + n_rows]
+                local = np.repeat(np.arange(n_rows), group)
+                keep = is_disc.take(cols)
+                # deviations are >= +0 (h_ij > threshold_i >= mu_i; +inf where a norm underflowed), so adding
+                # the zeros of the entries outside D leaves every float64 row sum bit-identical to the sum
+                # over L_i & D alone
+                np.copyto(devs, np.float32(0), where=~keep)
+                total = np.bincount(local, weights=devs, minlength=n_rows).astype(np.float64, copy=False)
+                kept = np.zeros(len(keep) + 1, dtype=np.int32 if entries < 2**31 else np.int64)
+                np.cumsum(keep, dtype=kept.dtype, out=kept[1:])
+                ends = np.cumsum(group)
+                count = kept[ends] - kept[ends - group]
                 np.divide(total, count, out=total, where=count > 0)
                 scores[row : row + n_rows] = np.where(count > 0, total, 0.0)
                 n_disc[row : row + n_rows] = count
