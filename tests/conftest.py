@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,8 +23,31 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def seeded_random_state() -> None:
+    """Every test starts from the same global random state (torch, numpy, random), so a test that draws
+    without its own generator is still deterministic and the suite gives the same result on every run."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+
+
+def _launch_chromium(p: Any) -> Any:
+    """The system Chromium when on PATH (how CI runs), else Playwright's own build (``playwright install``)."""
+    system = shutil.which("chromium") or shutil.which("chromium-browser")
+    if system:
+        return p.chromium.launch(executable_path=system, args=["--no-sandbox"])
+    try:
+        return p.chromium.launch(args=["--no-sandbox"])
+    except Exception as exc:  # Playwright's own message is many lines: name the fix in one
+        raise AssertionError(
+            "no headless browser: run `make browser` (scripts/ensure_browser.sh installs Debian's chromium "
+            "or Playwright's)"
+        ) from exc
+
+
 def _open_in_chromium(index: Path, screenshot: Path) -> dict[str, Any]:
-    """Load ``index`` in headless Chromium (the system's, driven by Playwright; no browser download).
+    """Load ``index`` in headless Chromium (driven by Playwright; see :func:`_launch_chromium`).
 
     Returns the console errors, page errors and failed requests (``errors``), every
     requested URL, each ``<img>``'s ``src`` / ``naturalWidth`` / ``complete``, the
@@ -30,12 +55,10 @@ def _open_in_chromium(index: Path, screenshot: Path) -> dict[str, Any]:
     """
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    assert chromium, "the system browser 'chromium' is not on PATH: apt-get install -y chromium (.ci/run does)"
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = _launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)

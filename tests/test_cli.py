@@ -117,3 +117,21 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
                  "--data", "npz:/does/not/exist.npz", "--out", str(tmp_path / "e2")]) == 2
     assert main(["train", "--data", "npz:/x.npz", "--set", "nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_a_seed_from_set_is_kept_and_an_explicit_seed_flag_wins(world, tmp_path):
+    import yaml
+
+    base = ["train", "--data", f"world:{world}", "--epochs", "1", "--batch-size", "64", "--image-size", "32",
+            "--quiet", "--no-eval"]
+
+    def run(name: str, *extra: str) -> tuple[int, bytes]:
+        out = tmp_path / name
+        assert main([*base, "--out", str(out), *extra]) == 0
+        return yaml.safe_load((out / "config.yaml").read_text())["seed"], (out / "backbone.safetensors").read_bytes()
+
+    default_seed, default_weights = run("default")
+    set_seed, set_weights = run("set", "--set", "seed=4")
+    flag_seed, flag_weights = run("flag", "--set", "seed=4", "--seed", "5")
+    assert (default_seed, set_seed, flag_seed) == (0, 4, 5)
+    assert len({default_weights, set_weights, flag_weights}) == 3  # the seed reached the initialisation

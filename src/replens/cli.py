@@ -11,18 +11,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from replens import __version__
-from replens.commands import add_common_options, add_config_options, args_as_config, run_dir_from_args
+from replens.apps.commands import (
+    add_common_options,
+    add_config_options,
+    non_negative_int,
+    open_run_from_args,
+    positive_int,
+)
 from replens.config import ConfigError, apply_overrides, load_config, preset_path
-from replens.runs import RunDir, default_run_dir
+from replens.runs import close_runs, open_run, open_run_count
 
 log = logging.getLogger("replens")
 
@@ -33,12 +41,28 @@ _common = add_common_options
 _config_opts = add_config_options
 
 
-def _run_dir(args: argparse.Namespace, command: str) -> RunDir:
-    return run_dir_from_args(args, command)
-
-
 # ---------------------------------------------------------------- list
+def _list_pretrained() -> int:
+    from replens.catalog import pretrained_catalog
+    from replens.hub import offline_mode
+
+    entries = pretrained_catalog()
+    width = max(len(e.name) for e in entries)
+    kind = None
+    for entry in entries:
+        if entry.kind != kind:
+            kind = entry.kind
+            print(f"{kind}:")
+        state = "cached    " if entry.cached else "on demand "
+        print(f"  {entry.name:<{width}}  {state} {entry.source}  ->  {entry.cache}")
+    cached = sum(e.cached for e in entries)
+    print(f"\n{cached} of {len(entries)} cached; downloads are {'off (offline mode)' if offline_mode() else 'on'}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return _list_pretrained()
     from replens.data.sources import list_sources
     from replens.models import list_backbones
     from replens.ssl import list_methods, list_plugins
@@ -64,11 +88,10 @@ def cmd_world(args: argparse.Namespace) -> int:
 
     cfg = WorldConfig(n=args.n, size=args.size, domains=args.domains.split(","), seed=args.seed, spurious=args.spurious)
     out = args.out if args.out is not None else Path("runs") / f"world-n{args.n}-s{args.size}-seed{args.seed}"
+    run = open_run(out, {"command": "world", **asdict(cfg)}, overwrite=args.overwrite)
     t0 = time.perf_counter()
-    path = Path(generate_world(cfg, out, progress=not args.quiet))
+    path = Path(generate_world(cfg, run.path, progress=not args.quiet))
     elapsed = time.perf_counter() - t0
-    run = RunDir(path)
-    run.write_config({"command": "world", **asdict(cfg)})
     metrics: dict[str, Any] = {"scenes": args.n, "seconds": elapsed, "scenes_per_s": args.n / max(elapsed, 1e-9)}
     if args.preview:
         png = Path(args.preview) if args.preview != "auto" else path / "preview.png"
@@ -94,19 +117,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from replens.models import extract_features
 
     torch.manual_seed(args.seed)
-    out = args.out if args.out is not None else default_run_dir("embed")
-    run = RunDir(out)
-    run.write_config({"command": "embed", **args_as_config(args)})
     source = open_source(args.data, image_size=args.image_size)
     backbone = _backbone(args)
+    backbone.require_layers([args.layer])
+    run = open_run_from_args(args, "embed")
     t0 = time.perf_counter()
     path = extract_features(
         backbone,
         source,
-        out,
+        run.path,
         layer=args.layer,
         normalize=args.normalize,
         batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
         device=args.device,
         num_workers=args.workers,
         progress=not args.quiet,
@@ -123,29 +146,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from replens.evaluate import evaluate_representations
     from replens.models import extract_features, load_embeddings
 
-    run = _run_dir(args, "probe")
-    run.write_config({"command": "probe", **args_as_config(args)})
     if args.train_emb and args.test_emb:
         tr, te = load_embeddings(args.train_emb), load_embeddings(args.test_emb)
         domain_names = te.meta.get("domain_names")
         class_names = te.meta.get("classes")
+        if tr.meta.get("classes") and class_names and list(tr.meta["classes"]) != list(class_names):
+            raise ValueError(f"--train-emb {args.train_emb} and --test-emb {args.test_emb} name different classes "
+                             f"({len(tr.meta['classes'])} vs {len(class_names)}): embed splits of one dataset")
+        run = open_run_from_args(args, "probe")
     elif args.model and args.data and args.test_data:
         backbone = _backbone(args)
-        embs = {}
-        for split, spec in (("train", args.data), ("test", args.test_data)):
-            src = open_source(spec, image_size=args.image_size)
-            embs[split] = load_embeddings(
-                extract_features(
-                    backbone,
-                    src,
-                    run / f"embeddings-{split}",
-                    normalize=args.normalize,
-                    device=args.device,
-                    progress=not args.quiet,
-                )
-            )
+        sources = {split: open_source(spec, image_size=args.image_size)
+                   for split, spec in (("train", args.data), ("test", args.test_data))}
+        run = open_run_from_args(args, "probe")
+        embs = {split: load_embeddings(extract_features(backbone, src, run / f"embeddings-{split}",
+                                                        normalize=args.normalize, device=args.device,
+                                                        progress=not args.quiet))
+                for split, src in sources.items()}
         tr, te = embs["train"], embs["test"]
-        domain_names, class_names = list(src.domain_names), list(src.classes)
+        domain_names, class_names = list(sources["test"].domain_names), list(sources["test"].classes)
     else:
         raise ConfigError("give --train-emb and --test-emb, or --model, --data and --test-data")
     metrics = evaluate_representations(
@@ -170,12 +189,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from replens.data import open_source
-    from replens.engine import TrainConfig, train
-    from replens.engine.evaluation import probe_backbone
-    from replens.models import create_backbone
+    from replens.engine import TrainConfig
+    from replens.engine.result import train_encoder
     from replens.ssl import list_plugins, plugin_class
 
     if args.preset and args.config:
@@ -202,31 +218,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             plugins.append(name)
     if args.init_from:
         flags["init_from"] = args.init_from
-    cfg = apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items()] + [f"seed={args.seed}"] + plugin_sets)
+    seed = [f"seed={args.seed}"] if args.seed_given else []  # else the config's (--config, --set seed=S)
+    cfg = apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items()] + seed + plugin_sets)
     cfg = apply_overrides(cfg, [f"plugins=[{', '.join(dict.fromkeys(plugins))}]"])
-    run = _run_dir(args, "train")
     eval_spec = args.eval_data
     if eval_spec is None and args.data.startswith("world:") and "split=" not in args.data:
         eval_spec = args.data + ("&" if "?" in args.data else "?") + "split=test"
-    run.write_config({"command": "train", "data": args.data, "eval_data": eval_spec, **asdict(cfg)})
     source = open_source(args.data, image_size=cfg.image_size)
     eval_source = open_source(eval_spec, image_size=cfg.image_size) if eval_spec and not args.no_eval else None
-    summary = train(cfg, source, run.path, resume=args.resume, progress=not args.quiet,
-                    monitor=(source, eval_source) if eval_source is not None else None)
-    backbone = summary.pop("backbone")
-    metrics: dict[str, Any] = {"training": summary}
-    if eval_source is not None and summary["finished"]:
-        metrics["trained"] = probe_backbone(backbone.eval(), source, eval_source, run / "eval" / "trained",
-                                            progress=not args.quiet)
-        torch.manual_seed(cfg.seed)
-        random_init = create_backbone(cfg.backbone, **cfg.backbone_args).eval()
-        metrics["random_init"] = probe_backbone(random_init, source, eval_source, run / "eval" / "random_init",
-                                                progress=not args.quiet)
-    run.write_metrics(metrics)
-    print(f"trained {cfg.method} for {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
-          f"{summary['images_per_s']:.0f} images/s")
-    if "trained" in metrics:
-        t, r = metrics["trained"], metrics["random_init"]
+    run = open_run_from_args(args, "train", {"data": args.data, "eval_data": eval_spec, **asdict(cfg)})
+    # the same inputs in the same folder: continue (or reuse) that run instead of replacing it
+    result = train_encoder(cfg, source, run.path, eval_data=eval_source, resume=args.resume or run.reused,
+                           progress=not args.quiet)
+    run.write_metrics(result.metrics())
+    print(f"trained {cfg.method} for {result.steps} steps, final loss {result.final_loss:.4f}, "
+          f"{result.images_per_s:.0f} images/s")
+    if result.trained is not None and result.random_init is not None:
+        t, r = result.trained, result.random_init
         print(f"linear probe top-1 on {eval_spec}: {t['linear']['top1']:.2f}% "
               f"(random init {r['linear']['top1']:.2f}%), kNN {t['knn']['top1']:.2f}% "
               f"(random init {r['knn']['top1']:.2f}%)")
@@ -236,16 +244,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- audit
 def cmd_audit(args: argparse.Namespace) -> int:
-    from replens.engine.audit import AuditConfig, run_audit
+    from replens.apps.audit import AuditConfig, run_audit
 
-    cfg = load_config(AuditConfig, args.config, args.overrides + [f"seed={args.seed}"])
+    cfg = load_config(AuditConfig, args.config, args.overrides + ([f"seed={args.seed}"] if args.seed_given else []))
     given = {"world_dir": args.world, "model": args.model, "weights": args.weights, "data": args.data,
-             "test_data": args.test_data, "image_size": args.image_size, "device": args.device}
+             "test_data": args.test_data, "image_size": args.image_size, "device": args.device, "vl": args.vl}
     cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None}, pretrained=cfg.pretrained or args.pretrained)
     if args.no_falcon:
         cfg = replace(cfg, falcon=False)
-    run = _run_dir(args, "audit")
-    run.write_config({"command": "audit", **asdict(cfg)})
+    run = open_run_from_args(args, "audit", asdict(cfg))
     summary = run_audit(cfg, run, progress=not args.quiet)
     print((run / "summary.md").read_text())
     print(f"report: {run / 'index.html'}")
@@ -254,12 +261,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="replens", description="Understand vision encoders and fix their failures.")
+    parser = _Parser(prog="replens", description="Understand vision encoders and fix their failures.")
     parser.add_argument("--version", action="version", version=f"replens {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download: use cached weights, models and datasets only (= REPLENS_OFFLINE=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="print registered backbones, data sources and methods")
+    p.add_argument("--pretrained", action="store_true",
+                   help="what can be downloaded (weights, VL models, datasets, caption banks) and what is cached")
     _common(p)
     p.set_defaults(handler=cmd_list)
 
@@ -268,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate the embedded scene world",
         description="Generate the embedded multi-domain scene world into a cached folder.",
     )
-    p.add_argument("--n", type=int, default=20000, help="number of scenes (default 20000)")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--n", type=positive_int, default=20000, help="number of scenes (default 20000)")
+    p.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--domains", default="photo,cartoon,sketch,painting", help="comma-separated render domains")
     p.add_argument("--spurious", type=float, default=0.0, help="spurious background-class correlation in train")
     p.add_argument(
@@ -287,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="backbone name (replens list)")
         p.add_argument("--weights", default=None, help="weights file (safetensors or torch state dict)")
         p.add_argument("--pretrained", action="store_true", help="use the library's cached pretrained weights")
-        p.add_argument("--image-size", type=int, default=None, help="resize + center-crop images to this side")
+        p.add_argument("--image-size", type=positive_int, default=None, help="resize + center-crop images to this side")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         p.add_argument("--normalize", action="store_true", help="L2-normalise each representation")
 
@@ -295,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_opts(p)
     p.add_argument("--data", required=True, help="data spec, e.g. world:DIR or wds:PATH/test-0.tar.gz")
     p.add_argument("--layer", default=None, help="named layer to read (default: the representation)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--chunk-size", type=positive_int, default=4096,
+                   help="samples per chunk file (a rerun after a crash resumes at the first missing chunk)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers")
     _common(p, "embeddings folder (resumes when interrupted)")
     p.set_defaults(handler=cmd_embed)
 
@@ -307,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="training data spec (with --model)")
     p.add_argument("--test-data", help="test data spec (with --model)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="linear probe L2 penalty")
-    p.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    p.add_argument("--k", type=positive_int, default=20, help="kNN neighbours")
     _common(p)
     p.set_defaults(handler=cmd_probe)
 
@@ -316,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None, help="SSL method (default simclr)")
     p.add_argument("--backbone", default=None, help="backbone (default small_cnn)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--image-size", type=positive_int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(
         "--preset", default=None, help="packaged config preset: world (the default for world: data), cifar10, imagenet"
@@ -370,39 +383,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", action="store_true", help="the library's cached pretrained weights of --model")
     p.add_argument("--data", default=None, help="probe-training data spec for --model (world: uses its train split)")
     p.add_argument("--test-data", default=None, help="evaluation data spec (default: the test split of --data)")
-    p.add_argument("--image-size", type=int, default=None, help="image side for --model (default 32)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="image side for --model (default 32)")
     p.add_argument("--device", default=None, help="device for embedding, probing and explaining (default cpu)")
+    p.add_argument("--vl", default=None,
+                   help="VL model for FALCON: an open_clip NAME:TAG (e.g. ViT-B-32:openai), hf-hub:ORG/REPO or a "
+                        "checkpoint (default: the embedded tiny CLIP); hub weights download on first use")
     p.add_argument("--no-falcon", action="store_true", help="skip the FALCON explanations")
     _config_opts(p)
     _common(p)
     p.set_defaults(handler=cmd_audit)
 
-    import replens.commands
+    import replens.apps.commands
 
-    for info in sorted(pkgutil.iter_modules(replens.commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"replens.commands.{info.name}").add_parser(sub)
+    for info in sorted(pkgutil.iter_modules(replens.apps.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"replens.apps.commands.{info.name}").add_parser(sub)
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit code 2), like every other user error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean a bad input, reported in one line with exit code 2."""
+    import pickle
+
+    import yaml
+
+    from replens.data.base import DataError
+    from replens.hub import DownloadError
+    from replens.models import EmbeddingsError, WeightsError
+    from replens.world.generate import WorldCacheError
+
+    return (ConfigError, DataError, DownloadError, OSError, KeyError, ValueError, WeightsError, EmbeddingsError,
+            WorldCacheError, yaml.YAMLError, pickle.UnpicklingError)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line describing a user error (a KeyError's quoted key unwrapped, line breaks folded)."""
+    msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        msg = f"{exc.filename}: {exc.strerror}"
+    msg = " ".join(msg.split())
+    if not any(ch.isalpha() for ch in msg):  # e.g. a bare number from a native library
+        msg = f"{type(exc).__name__}{': ' + msg if msg else ''}"
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``replens`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    """Run ``replens`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    A user error (bad value, missing or unreadable file, a run folder holding
+    another run, ...) prints one line ``replens COMMAND: error: ...`` on
+    stderr and returns 2; the run folders the command opened are closed
+    (a failed resume puts back what it found). ``-v`` shows the traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    args.seed_given = getattr(args, "seed", None) is not None
+    if hasattr(args, "seed") and args.seed is None:
+        args.seed = 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    from replens.data.base import DataError
-
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError, KeyError, ValueError)
-    from replens.models import EmbeddingsError, WeightsError
-
-    user_errors += (WeightsError, EmbeddingsError)
+    if args.offline:
+        os.environ["REPLENS_OFFLINE"] = "1"  # read by replens.hub, also in the audit's child processes
+    mark, ok = open_run_count(), False
     try:
-        return int(args.handler(args))
-    except user_errors as exc:
+        code = int(args.handler(args))
+        ok = code == 0
+        return code
+    except _user_errors() as exc:
         if args.verbose:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"replens {args.command}: error: {msg}", file=sys.stderr)
+        print(f"replens {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        close_runs(mark, ok=ok)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ The resolved config is what the run folder records.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -58,12 +60,35 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{key}: expected a boolean, got {value!r}")
+    if annotation is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if annotation in (int, float, str):
         try:
             return annotation(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from exc
     return value
+
+
+def require(ok: bool, key: str, value: Any, wanted: str) -> None:
+    """Raise :class:`ConfigError` ``"KEY must be WANTED, got VALUE"`` unless ``ok``.
+
+    Args:
+        ok: The check's outcome.
+        key: The config key (dotted) or option at fault.
+        value: Its value.
+        wanted: What it should be, e.g. ``"a positive integer"``.
+    """
+    if not ok:
+        raise ConfigError(f"{key} must be {wanted}, got {value!r}")
+
+
+def require_fraction_range(key: str, value: Any, *, low_open: bool = True) -> None:
+    """Check a ``(low, high)`` pair with ``0 < low <= high <= 1`` (``0 <= low`` unless ``low_open``)."""
+    ok = isinstance(value, list | tuple) and len(value) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ok = ok and (0 < value[0] if low_open else 0 <= value[0]) and value[0] <= value[1] <= 1
+    require(ok, key, value, f"an ordered pair within {'(0' if low_open else '[0'}, 1] (low <= high)")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
@@ -120,7 +145,11 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
                 raise ConfigError(f"config key {key!r}: {part!r} is not a section")
         if cls is not None and parts[-1] not in node:
             raise ConfigError(f"unknown config key {key!r}; known: {', '.join(sorted(node))}")
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"--set {key}: {value!r} is not a valid YAML value ({reason})") from None
     return from_dict(type(config), data)
 
 
@@ -144,7 +173,7 @@ def preset_path(name: str) -> Path:
     from importlib.resources import files
 
     path = Path(str(files("replens") / "presets" / f"{name}.yaml"))
-    if not path.exists():
+    if not path.exists() or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(known)}")
     return path

@@ -163,7 +163,7 @@ def test_sampled_parameters_follow_their_ranges_and_probabilities():
     a = p.amplitude_scale[p.amplitude]
     assert a.min() >= 0.8 and a.max() < 1.75 and abs(a.mean().item() - 1.275) < 0.01
     assert (p.amplitude_scale[~p.amplitude] == 1).all()
-    t = p.phase_shift[p.phase]
+    t = p.phase_shift[p.phase].abs()  # the seed's +-theta: |theta| ~ U(0.4, 0.7)
     assert t.min() >= 0.4 and t.max() < 0.7 and abs(t.mean().item() - 0.55) < 0.01
     assert (p.phase_shift[~p.phase] == 0).all()
     k = p.mask_fraction[p.mask]
@@ -173,9 +173,11 @@ def test_sampled_parameters_follow_their_ranges_and_probabilities():
     assert p.gmm_centers[..., 1].max() == 4  # v in [0, W//2 + 1)
     assert torch.equal(p.gmm_centers, p.gmm_centers.round())
     assert p.gmm_sigmas.min() >= 10 and p.gmm_sigmas.max() < 15  # Table C.2 at 224 px: sigma in [10, 15) bins
-    # random sign: both signs, equally often
-    q = FourierAugment(FDAConfig(phase_prob=1.0, phase_random_sign=True)).sample(n, 8, 8, torch.Generator())
+    # random sign by default (the seed's +-theta): both signs, equally often; lightly's +theta only on request
+    q = FourierAugment(FDAConfig(phase_prob=1.0)).sample(n, 8, 8, torch.Generator())
     assert abs((q.phase_shift > 0).float().mean().item() - 0.5) < tol
+    plus = FourierAugment(FDAConfig(phase_prob=1.0, phase_random_sign=False)).sample(n, 8, 8, torch.Generator())
+    assert (plus.phase_shift > 0).all()
     # the mixture sigmas scale with the crop size
     assert fda_config(32).gmm_sigma == pytest.approx((10 * 32 / 224, 15 * 32 / 224))
 
@@ -226,6 +228,25 @@ def test_subset_apply_matches_whole_batch():
     torch.testing.assert_close(out[p.active], whole[p.active], atol=1e-6, rtol=0)
 
 
+
+@pytest.mark.parametrize("all_active", [False, True])
+def test_cpu_chunks_match_whole_batch(monkeypatch, all_active):
+    """The CPU path in cache-sized chunks (phase shifts on both sides of chunk borders) equals one batched pass."""
+    import replens.augment.fourier as fourier
+
+    x = _images(n=40, size=16)
+    cfg = fda_config(16, phase_prob=0.5, **({"mask_prob": 1.0} if all_active else {}))
+    fda = FourierAugment(cfg)
+    p = fda.sample(40, 16, 16, torch.Generator().manual_seed(3))
+    assert bool(p.active.all()) == all_active and 0 < p.phase.sum() < 40
+    whole = torch.where(p.active.view(-1, 1, 1, 1), irfft2(fda.apply_spectrum(rfft2(x), p), (16, 16)).clamp(0, 1), x)
+    monkeypatch.setattr(fourier, "CPU_CHUNK_BYTES", 7 * 3 * 16 * 16 * 4)  # 7 images per chunk
+    chunked = fda.apply(x, p)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
+    monkeypatch.setattr(fourier, "CPU_CHUNK_BYTES", 1 << 30)  # one chunk
+    torch.testing.assert_close(fda.apply(x, p), chunked, atol=1e-6, rtol=0)
+
+
 # -------------------------------------------------------- agreement with lightly
 def _lightly_ops(cfg):
     """lightly's per-image transforms with the same distributions (they take an unshifted rfft2 spectrum)."""
@@ -260,7 +281,9 @@ def test_distribution_agrees_with_lightly_per_image_transforms(case):
     from scipy.stats import ks_2samp
 
     n, size = 600, 16
-    cfg = fda_config(size) if case == "table_c2" else fda_config(size, **{**OFF, case: 1.0})
+    lightly_sign = {"phase_random_sign": False}  # lightly's PhaseShiftTransform adds +theta only
+    cfg = fda_config(size, **lightly_sign) if case == "table_c2" else fda_config(size, **{**OFF, case: 1.0},
+                                                                                 **lightly_sign)
     x = _images(n=1, size=size).expand(n, -1, -1, -1).contiguous()  # the same input, n draws
     spec = torch.fft.rfft2(x)  # lightly's convention (unnormalised); the statistics are scale-free
     ours = FourierAugment(cfg)

@@ -187,7 +187,7 @@ def test_torchvision_missing_root_says_where_files_were_expected(tmp_path: Path)
     with pytest.raises(DataError, match="torchvision has no dataset class 'Nope'"):
         open_source(f"tv:Nope:{tmp_path}")
     with pytest.raises(DataError, match="write tv:NAME:ROOT"):
-        open_source(f"tv:{tmp_path}")
+        open_source("tv:CIFAR10:")
 
 
 # -- composition -----------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_list_sources_has_every_scheme_with_an_example() -> None:
 
 
 def test_register_source_adds_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    monkeypatch.setattr(registry_module, "SOURCES", registry_module.SOURCES.copy())
 
     @register_source("zeros", "black images, e.g. zeros:5?side=4", options={"side": "side"})
     def build(spec: SourceSpec, *, image_size: int | None, split: str | None) -> ArraySource:

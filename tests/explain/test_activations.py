@@ -107,3 +107,16 @@ def test_bad_input_is_reported():
         normalize_rows(np.array([[1.0, 0.0], [np.nan, 1.0]]))
     with pytest.raises(ValueError, match="no highly activating"):
         lowly_activating(np.ones((4, 3)), (0,), [])
+
+
+def test_lowly_activating_defaults_are_the_seeds_eq_4_2_settings():
+    """Section 4.2.2: epsilon is each feature's mean and beta is 0.7 (the authors' code: global mean, 0.3)."""
+    rng = np.random.default_rng(3)
+    h = normalize_rows(rng.random((200, 10)) ** 2)
+    group = (1, 4)
+    highly = np.flatnonzero(h[:, 1] + h[:, 4] > np.quantile(h[:, 1] + h[:, 4], 0.9))
+    rows, scores = lowly_activating(h, group, highly)
+    explicit, _ = lowly_activating(h, group, highly, epsilon="feature", beta=0.7)
+    code, _ = lowly_activating(h, group, highly, epsilon="global", beta=0.3)
+    assert rows.tolist() == explicit.tolist() and np.all(scores >= 0.7)
+    assert rows.tolist() != code.tolist()  # the two settings pick different counterfactuals here

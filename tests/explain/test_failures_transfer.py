@@ -62,6 +62,22 @@ def test_failure_explanations_follow_argmax_of_h_times_u():
             assert f.top_features == [(5, pytest.approx(terms[5]))] and f.concepts() == ["crimson", "patch"]
         else:
             assert not f.words and f.top_features[0][0] == int(np.argmax(terms))
+    # below search_depth, explained groups are still looked up (no on-demand explanations there): a failure
+    # whose only explained contributing feature ranks last still names that feature's concepts
+    calls.clear()
+    out = explain_failures(h, u, pred, labels, groups[3:], search_depth=1, explain_feature=on_demand)
+    for f in out:
+        terms = h[f.row] * u[pred[f.row]]
+        first = int(np.argmax(terms))
+        if first == 5:
+            assert f.concepts() == ["crimson", "patch"]
+        else:  # the top feature is explained on demand, nothing deeper is
+            assert f.top_features[0][0] == first and f.concepts(1) == ["dotted"]
+    assert all(len(c) == 1 for c in calls)
+    out = explain_failures(h, u, pred, labels, groups[3:], search_depth=1)
+    for f in out:
+        terms = h[f.row] * u[pred[f.row]]
+        assert (f.concepts() == ["crimson", "patch"]) == (terms[5] > 0)
 
 
 def test_probe_head_acts_on_raw_features():

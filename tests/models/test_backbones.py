@@ -10,7 +10,6 @@ fails ``test_every_registered_backbone_has_a_case``.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +105,12 @@ def test_forward_layers_returns_requested_layers_and_removes_hooks(case: str) ->
     assert hook_count(model) == 0
     with pytest.raises(KeyError, match="unknown layers"):
         model.forward_layers(model.preprocess(images), ["no_such_layer"])
+    # the one layer lookup: the last stage by default, any listed layer by name
+    name, module = model.find_layer()
+    assert name == layers[-1] and module is dict(model.layer_root().named_modules())[name]
+    assert model.find_layer(layers[0])[0] == layers[0]
+    with pytest.raises(KeyError, match="unknown layers"):
+        model.find_layer("no_such_layer")
 
 
 @pytest.mark.parametrize("case", sorted(ALL))
@@ -167,7 +172,7 @@ def test_create_backbone_rejects_bad_requests(tmp_path: Path) -> None:
 
 
 def test_register_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backbone_module, "_REGISTRY", dict(backbone_module._REGISTRY))
+    monkeypatch.setattr(backbone_module, "BACKBONES", backbone_module.BACKBONES.copy())
 
     @register_backbone("test_cnn", help="a SmallCNN with 8 channels\nsecond line is dropped")
     def test_cnn(*, pretrained: bool = False) -> Backbone:
@@ -189,8 +194,8 @@ def test_vit_s16_alias_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((model_name, kwargs))
         return SmallCNN(widths=(4, 4, 4, 4))
 
-    entry = backbone_module._REGISTRY["timm"]
-    monkeypatch.setitem(backbone_module._REGISTRY, "timm", dataclasses.replace(entry, factory=fake_timm))
+    monkeypatch.setattr(backbone_module, "BACKBONES", backbone_module.BACKBONES.copy())
+    backbone_module.BACKBONES.replace("timm", fake_timm)
     model = create_backbone("vit_s16", img_size=32)
     assert calls == [("vit_small_patch16_224", {"pretrained": False, "img_size": 32})]
     assert model.name == "vit_s16"

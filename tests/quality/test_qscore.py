@@ -181,3 +181,29 @@ def test_float16_bit_pattern_comparison_equals_float32():
     half = _block_stats(x, 1.0, 0)
     single = _block_stats(x.astype(np.float32), 1.0, 0)
     np.testing.assert_array_equal(_above_threshold(half), _above_threshold(single))
+
+
+def test_float16_fast_path_and_float32_read_in_place_match_the_float32_copy_bit_for_bit(tmp_path):
+    # the float16 path (reused float32 buffer, bit-pattern test, entries gathered from the block), read-only
+    # float32 read in place and writeable float32 copied must give the same bits; zero rows (threshold 0)
+    # send their blocks through the float32 comparison of the buffer's copy
+    x, _ = sparse_representations(300, 64, seed=11)
+    x[[5, 40, 41, 299]] = 0.0
+    x[77] = 3.0 + np.linspace(0, 1e-3, 64)  # nearly constant: float64 statistics
+    half = x.astype(np.float16)
+    np.save(tmp_path / "f32.npy", half.astype(np.float32))
+    runs = {
+        "float16": qscore_array(half, block_rows=37),
+        "float32 copy": qscore_array(half.astype(np.float32), block_rows=37),
+        "float32 memory map": qscore_array(np.load(tmp_path / "f32.npy", mmap_mode="r"), block_rows=37),
+    }
+    with QScoreStream(background=False) as stream:  # growing blocks: the buffers are re-made
+        for lo, hi in ((0, 10), (10, 60), (60, 300)):
+            stream.update(half[lo:hi])
+        runs["float16, growing blocks, no thread"] = stream.result()
+    ref = runs["float32 copy"]
+    assert (ref.n_highly[[5, 40, 41, 299]] == 0).all() and (ref.scores > 0).sum() > 100
+    for name, res in runs.items():
+        for field in ("scores", "n_highly", "n_discriminative", "counts", "discriminative"):
+            a, b = getattr(res, field), getattr(ref, field)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (name, field)

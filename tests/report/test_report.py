@@ -84,6 +84,7 @@ def test_full_summary_has_every_section_and_figure(tmp_path: Path, summary_facto
     assert "The SSL encoder beats random init by 28 points." in page.sections["overview"]
     assert "41.2%" in page.sections["overview"] and "4,800" in page.sections["overview"]
     assert "66%" in page.sections["qscore"] and "89%" in page.sections["qscore"] and "28.5" in page.sections["qscore"]
+    assert "0.88" in page.sections["encoding"] and "domain" in page.sections["encoding"]
     assert "thin outline" in page.sections["failures"] and "red" in page.sections["groups"]
     assert "details" in page.tags  # configuration collapsed
     written = json.loads((tmp_path / "summary.json").read_text())
@@ -285,9 +286,11 @@ def test_nan_and_empty_lists_render(tmp_path: Path) -> None:
         "failures": [],
         "groups": [{"id": 0, "features": [], "concepts": [], "crops": [], "low_crops": []}],
         "compression": {"k": [1, 2], "curves": {"random": [nan, 3.0]}, "full": nan},
+        "encoding": {"factors": []},
         "config": {},
     }
     page = _parse(write_report(summary, tmp_path))
+    assert "No labelled factors recorded." in page.sections["encoding"]
     assert all("not run" not in text for text in page.sections.values())
     assert "n/a" in page.sections["overview"] and "n/a" in page.sections["accuracy"]
     assert "No likely failures listed." in page.sections["failures"]

@@ -134,8 +134,11 @@ def test_box_masks_when_a_graph_has_no_masks() -> None:
 
 
 def test_maskrcnn_missing_weights_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from replens.hub import DownloadError
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(WeightsError, match="never downloads"):
+    monkeypatch.setenv("REPLENS_OFFLINE", "1")
+    with pytest.raises(DownloadError, match=r"maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth\) is not cached .*--maskrcnn"):
         find_maskrcnn_weights()
     with pytest.raises(WeightsError, match="not found"):
         build_maskrcnn(tmp_path / "nope.pth")

@@ -72,9 +72,9 @@ def test_first_loss_is_the_clip_loss(caches: dict[str, Path], vl, tmp_path: Path
     records: list[dict] = []
     result = train_token_model(config, train, vl, tmp_path, progress=False, on_log=records.append)
     model = result["model"]
-    from replens.tokens.train import _epoch_order
+    from replens.engine.loop import epoch_batches
 
-    idx = _epoch_order(len(train), 16, 0, 0)[0]
+    idx = epoch_batches(len(train), 16, 0, 0)[0]
     rng = np.random.default_rng([0, 0])
     caps = [train.captions[i][rng.integers(len(train.captions[i]))] for i in idx]
     with torch.no_grad():

@@ -19,6 +19,7 @@ from replens.augment.fourier import (
 from replens.augment.views import (
     VIEW_KINDS,
     ViewConfig,
+    ViewFeed,
     ViewParams,
     ViewPipeline,
     color_matrix,
@@ -35,6 +36,7 @@ __all__ = [
     "FourierAugment",
     "FourierParams",
     "ViewConfig",
+    "ViewFeed",
     "ViewParams",
     "ViewPipeline",
     "amplitude_rescale",

@@ -7,8 +7,9 @@ image space (Figure 5.1):
 
 * **amplitude rescale**: ``A(f) <- A(f) * p``, ``p ~ U(m, n)`` per frequency
   bin, one noise map shared by the channels (p in R^{H x W});
-* **phase shift**: ``P(f) <- P(f) + theta``, one scalar ``theta ~ U(p, q)``
-  per image (optionally with a random sign, the seed's "+-");
+* **phase shift**: ``P(f) <- P(f) +- theta``, one scalar ``theta ~ U(p, q)``
+  per image with a random sign (the seed's "+-"; ``phase_random_sign=False``
+  adds +theta only, as lightly);
 * **random frequency mask**: ``f <- f * h`` with a binary mask shared by the
   channels dropping each bin with probability ``k ~ U(k_0, k_1)``, the zero
   frequency ``h_{0,0}`` always kept;
@@ -51,6 +52,10 @@ import torch
 #: Table C.2's Gaussian mixture sigmas are in frequency bins of a 224 px crop.
 REFERENCE_SIZE = 224
 
+#: Images per CPU chunk of :meth:`FourierAugment.apply` are chosen to fill about this many bytes
+#: (their spectra and outputs then stay in the cache between the steps of the round trip).
+CPU_CHUNK_BYTES = 2 << 20
+
 
 def _pair(value: Any, key: str) -> tuple[float, float]:
     try:
@@ -71,8 +76,9 @@ class FDAConfig:
         amplitude_range: ``(m, n)``: the per-bin amplitude factor is U(m, n).
         phase_prob: Probability of the phase shift.
         phase_range: ``(p, q)``: the phase shift theta is U(p, q).
-        phase_random_sign: Shift by -theta or +theta with equal odds (the
-            seed's "+-"); False adds +theta (as lightly's default).
+        phase_random_sign: Shift by -theta or +theta with equal odds (default:
+            the seed's ``P(f) +- theta``, section 5.4); False adds +theta only
+            (lightly's ``PhaseShiftTransform``).
         mask_prob: Probability of the random frequency mask.
         mask_range: ``(k_0, k_1)``: each image drops a fraction k ~ U(k_0, k_1) of its bins.
         gmm_prob: Probability of the Gaussian mixture mask.
@@ -87,7 +93,7 @@ class FDAConfig:
     amplitude_range: tuple[float, float] = (0.8, 1.75)
     phase_prob: float = 0.2
     phase_range: tuple[float, float] = (0.4, 0.7)
-    phase_random_sign: bool = False
+    phase_random_sign: bool = True
     mask_prob: float = 0.5
     mask_range: tuple[float, float] = (0.01, 0.1)
     gmm_prob: float = 0.2
@@ -380,18 +386,60 @@ class FourierAugment:
         if x.device.type != "cpu":  # whole batch, no host-device synchronisation
             out = self._round_trip(x, params)
             return torch.where(active.view(b, 1, 1, 1), out, x)
-        rows = active.nonzero().squeeze(1)
-        if rows.numel() == b:
-            return self._round_trip(x, params)
-        if rows.numel() == 0:
-            return x.clone()
-        return x.index_copy(0, rows, self._round_trip(x.index_select(0, rows), _select(params, rows)))
+        return self._apply_cpu(x, params, active)
 
     def _round_trip(self, x: torch.Tensor, params: FourierParams) -> torch.Tensor:
         out = irfft2(self._apply_spectrum_(rfft2(x), params), x.shape[-2:])
         if self.config.clamp:
             out = out.clamp_(0, 1)
         return out.to(x.dtype)
+
+    def _apply_cpu(self, x: torch.Tensor, params: FourierParams, active: torch.Tensor) -> torch.Tensor:
+        """The CPU path: only the samples with an operation drawn, in cache-sized chunks.
+
+        A whole batch of spectra (tens of MB at 32 px) streams through main
+        memory once per step of the round trip (copy, forward transform,
+        multiply, inverse, clamp, scatter); chunks of about
+        :data:`CPU_CHUNK_BYTES` of images stay in the cache between those
+        steps. The multiplier's real part is built once for all active
+        samples and sliced per chunk; the phase rotation touches only the
+        samples that drew it. Same operations and values as the batched path.
+        """
+        b = x.shape[0]
+        rows = active.nonzero().squeeze(1)
+        n_active = rows.numel()
+        if n_active == 0:
+            return x.clone()
+        dense = n_active == b
+        out = torch.empty_like(x)
+        if not dense:  # samples without an operation are copied unchanged
+            idle = (~active).nonzero().squeeze(1)
+            out.index_copy_(0, idle, x.index_select(0, idle))
+        magnitude = self.magnitude_factor(params)  # (B, U, V) real
+        turned = params.phase if dense else params.phase.index_select(0, rows)
+        turned = turned.nonzero().squeeze(1)  # positions among the active samples
+        shift = params.phase_shift if dense else params.phase_shift.index_select(0, rows)
+        rot = torch.polar(torch.ones_like(shift), shift)
+        if not dense:
+            magnitude = magnitude.index_select(0, rows)
+        chunk = max(1, CPU_CHUNK_BYTES // max(1, x[0].numel() * x.element_size()))
+        size = x.shape[-2:]
+        for lo in range(0, n_active, chunk):
+            hi = min(lo + chunk, n_active)
+            spectrum = rfft2(x[lo:hi] if dense else x.index_select(0, rows[lo:hi]))
+            spectrum.mul_(magnitude[lo:hi, None])
+            turn = turned[(turned >= lo) & (turned < hi)]
+            if turn.numel():
+                local = turn - lo
+                spectrum.index_copy_(0, local, spectrum.index_select(0, local) * rot[turn].view(-1, 1, 1, 1))
+            img = irfft2(spectrum, size)
+            if self.config.clamp:
+                img = img.clamp_(0, 1)
+            if dense:
+                out[lo:hi] = img
+            else:
+                out.index_copy_(0, rows[lo:hi], img.to(x.dtype))
+        return out
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample parameters on the images' device and apply them."""

@@ -36,7 +36,9 @@ implementations and keep the colour transform a single matrix product.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,7 @@ from replens.augment.fourier import (
     rfft2,
     spectrum_to_frequency_image,
 )
+from replens.config import require, require_fraction_range
 
 # ITU-R BT.601 luma, as torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
@@ -117,6 +120,14 @@ class ViewConfig:
             raise ValueError(f"ViewConfig.frequency_compress must be 'log' or 'linear', got {self.frequency_compress!r}")
         if isinstance(self.fda, dict):
             self.fda = FDAConfig(**self.fda)
+        require(isinstance(self.size, int) and self.size >= 1, "view size", self.size, "a positive integer")
+        require_fraction_range("view_args.crop_scale", self.crop_scale)
+        ratio = self.crop_ratio
+        require(len(ratio) == 2 and 0 < ratio[0] <= ratio[1] and math.isfinite(ratio[1]), "view_args.crop_ratio",
+                ratio, "an ordered pair of positive numbers")
+        for name in ("hflip_prob", "jitter_prob", "gray_prob", "blur_prob", "solarize_prob"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 1.0, f"view_args.{name}", value, "a probability in [0, 1]")
 
 
 @dataclass
@@ -355,6 +366,75 @@ class ViewPipeline:
         """Sample parameters on the images' device and apply them."""
         params = self.sample(images.shape[0], generator, images.device)
         return self.apply(images, params, normalize=normalize)
+
+
+class ViewFeed:
+    """Batches with their views made on the device, optionally one step ahead on a CUDA side stream.
+
+    ``take(step)`` returns the batch of ``step`` with its images on the
+    device and its views; ``prepare(step + 1)``, called once the current
+    step's model work is queued, fetches the next batch and queues its
+    host-to-device copy and view pipeline on a second CUDA stream, so they
+    run while the model step does. Views are made by ``make_views(images,
+    step)``, so whatever seeds it uses (the training loop's depend only on
+    ``(seed, step)``) the views are the same with and without overlap.
+    Tensors made on the side stream are handed to the consumer's stream with
+    ``wait_stream`` and ``record_stream`` (the caching allocator then keeps
+    their memory until the consumer is done).
+
+    Without overlap (or on a device without streams) ``prepare`` does the
+    same work at once on the current stream; with ``overlap=False``
+    ``take`` makes the views only when asked, as a plain loop would.
+
+    Args:
+        batches: Iterator of dict batches holding uint8 ``"image"`` tensors.
+        make_views: ``(images on the device, step) -> list of views``.
+        device: Where images and views go.
+        overlap: Prepare the next step's views ahead (on a side stream on CUDA).
+    """
+
+    def __init__(
+        self,
+        batches: Iterator[dict[str, Any]],
+        make_views: Callable[[torch.Tensor, int], list[torch.Tensor]],
+        device: torch.device | str,
+        overlap: bool = False,
+    ) -> None:
+        self.batches = batches
+        self.make_views = make_views
+        self.device = torch.device(device)
+        self.overlap = bool(overlap)
+        self.stream = torch.cuda.Stream(self.device) if self.overlap and self.device.type == "cuda" else None
+        self._ready: tuple[int, dict[str, Any], torch.Tensor, list[torch.Tensor]] | None = None
+
+    def prepare(self, step: int) -> None:
+        """Fetch the batch of ``step`` and queue its copy and views (on the side stream when there is one)."""
+        batch = next(self.batches)
+        if self.stream is None:
+            images = batch["image"].to(self.device, non_blocking=True)
+            self._ready = (step, batch, images, self.make_views(images, step))
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # e.g. generator or model state set before
+        with torch.cuda.stream(self.stream):
+            images = batch["image"].to(self.device, non_blocking=True)
+            views = self.make_views(images, step)
+        self._ready = (step, batch, images, views)
+
+    def take(self, step: int) -> tuple[dict[str, Any], torch.Tensor, list[torch.Tensor]]:
+        """The batch of ``step``, its images on the device and its views, ready for the current stream."""
+        if self._ready is None or self._ready[0] != step:
+            if self._ready is not None:
+                raise RuntimeError(f"views were prepared for step {self._ready[0]}, not {step}")
+            self.prepare(step)
+        assert self._ready is not None
+        _, batch, images, views = self._ready
+        self._ready = None
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            for tensor in (images, *views):
+                tensor.record_stream(current)
+        return batch, images, views
 
 
 def recipe_view(

@@ -21,6 +21,7 @@ from replens.data.folder import FolderSource
 from replens.data.loader import make_loader, materialize
 from replens.data.paths import expand_braces, expand_paths
 from replens.data.sources import (
+    SOURCES,
     SourceSpec,
     list_sources,
     open_source,
@@ -38,6 +39,7 @@ __all__ = [
     "FolderSource",
     "ImageSource",
     "MultiDomainSource",
+    "SOURCES",
     "SourceSpec",
     "SubsetSource",
     "WebDatasetSource",

@@ -41,6 +41,7 @@ from replens.data.base import DataError, ImageSource
 from replens.data.compose import MultiDomainSource, limit_source
 from replens.data.folder import FolderSource
 from replens.data.webdataset import WebDatasetSource, pacs_source
+from replens.registry import Entry, Registry
 
 #: Options accepted by every scheme (applied by :func:`open_source`).
 COMMON_OPTIONS: dict[str, str] = {
@@ -74,8 +75,8 @@ class SourceSpec:
         query = "&".join(f"{k}={v}" for k, v in self.options.items())
         if not query:
             return f"{self.scheme}:{self.path}"
-        entry = _REGISTRY.get(self.scheme)
-        sep = "|?" if entry is not None and entry.composite else "?"
+        entry = SOURCES.find(self.scheme)
+        sep = "|?" if entry is not None and entry.meta["composite"] else "?"
         return f"{self.scheme}:{self.path}{sep}{query}"
 
     def get_str(self, key: str, default: str | None = None) -> str | None:
@@ -127,16 +128,8 @@ class SourceBuilder(Protocol):
     def __call__(self, spec: SourceSpec, *, image_size: int | None, split: str | None) -> ImageSource: ...
 
 
-@dataclass(frozen=True)
-class _Entry:
-    scheme: str
-    help: str
-    builder: SourceBuilder
-    options: dict[str, str]
-    composite: bool
-
-
-_REGISTRY: dict[str, _Entry] = {}
+#: Every source scheme (lower case); this module registers the built-in ones.
+SOURCES: Registry[SourceBuilder] = Registry("source scheme")
 
 
 def register_source(
@@ -145,6 +138,7 @@ def register_source(
     *,
     options: dict[str, str] | None = None,
     composite: bool = False,
+    needs_labels: bool = False,
 ) -> Callable[[SourceBuilder], SourceBuilder]:
     """Register a source builder under ``scheme`` (decorator).
 
@@ -155,9 +149,11 @@ def register_source(
             options are always accepted).
         composite: The path is a ``|``-separated list of specs (like
             ``multi:``), whose own options follow a final ``|?``.
+        needs_labels: The scheme cannot open unlabelled data (entry metadata).
 
     Returns:
-        The decorator; it returns the builder unchanged.
+        The decorator; it returns the builder unchanged (registering the same
+        builder again is a no-op).
 
     Raises:
         ValueError: The scheme is malformed or already registered.
@@ -167,9 +163,10 @@ def register_source(
     key = scheme.lower()
 
     def decorate(builder: SourceBuilder) -> SourceBuilder:
-        if key in _REGISTRY and _REGISTRY[key].builder is not builder:
-            raise ValueError(f"source scheme {key!r} is already registered")
-        _REGISTRY[key] = _Entry(key, help, builder, dict(options or {}), composite)
+        found = SOURCES.find(key)
+        if found is None or found.obj is not builder:
+            SOURCES.add(key, builder, help=help, needs_labels=needs_labels, options=dict(options or {}),
+                        composite=composite)
         return builder
 
     return decorate
@@ -177,18 +174,18 @@ def register_source(
 
 def list_sources() -> dict[str, str]:
     """Scheme -> one-line help with an example spec (for ``replens list``)."""
-    return {scheme: entry.help for scheme, entry in sorted(_REGISTRY.items())}
+    return SOURCES.help()
 
 
 def source_options(scheme: str) -> dict[str, str]:
     """Option key -> meaning for ``scheme`` (its own options plus the common ones)."""
-    return {**_entry(scheme).options, **COMMON_OPTIONS}
+    return {**_entry(scheme).meta["options"], **COMMON_OPTIONS}
 
 
-def _entry(scheme: str) -> _Entry:
-    entry = _REGISTRY.get(scheme.lower())
+def _entry(scheme: str) -> Entry[SourceBuilder]:
+    entry = SOURCES.find(scheme.lower())
     if entry is None:
-        raise DataError(f"unknown source scheme {scheme!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise DataError(f"unknown source scheme {scheme!r}; known: {', '.join(SOURCES.names())}")
     return entry
 
 
@@ -233,11 +230,11 @@ def parse_spec(spec: str) -> SourceSpec:
     if not colon or not _SCHEME.match(scheme):
         raise DataError(
             f"source spec {spec!r} does not start with SCHEME: (e.g. wds:/data/train.tar); "
-            f"known schemes: {', '.join(sorted(_REGISTRY))}"
+            f"known schemes: {', '.join(SOURCES.names())}"
         )
     entry = _entry(scheme)
-    allowed = source_options(entry.scheme)
-    if entry.composite:
+    allowed = source_options(entry.name)
+    if entry.meta["composite"]:
         parts = rest.split("|")
         query = parts.pop()[1:] if len(parts) > 1 and parts[-1].startswith("?") else ""
         for part in parts:
@@ -249,8 +246,8 @@ def parse_spec(spec: str) -> SourceSpec:
         path, _, query = rest.partition("?")
         path = path.strip()
     if not path:
-        raise DataError(f"source spec {spec!r} has no path after '{entry.scheme}:'")
-    parsed = SourceSpec(entry.scheme, path, _parse_options(query, spec, allowed))
+        raise DataError(f"source spec {spec!r} has no path after '{entry.name}:'")
+    parsed = SourceSpec(entry.name, path, _parse_options(query, spec, allowed))
     limit = parsed.get_int("limit")
     if limit is not None and limit < 1:
         raise DataError(f"option 'limit' of {spec!r} must be >= 1, got {limit}")
@@ -286,7 +283,7 @@ def open_source(spec: str | SourceSpec, *, image_size: int | None = None, split:
     parsed = parse_spec(str(spec))  # a SourceSpec built in Python is validated too
     entry = _entry(parsed.scheme)
     size = parsed.get_int("size")
-    source = entry.builder(parsed, image_size=size if size is not None else image_size, split=split)
+    source = entry.obj(parsed, image_size=size if size is not None else image_size, split=split)
     max_bad = parsed.get_float("max_bad")
     if max_bad is not None:
         source.max_bad_fraction = max_bad
@@ -344,6 +341,7 @@ def _build_folder(spec: SourceSpec, *, image_size: int | None, split: str | None
         "domain": "name of the single domain (ignores .json domains)",
         "domains": "keep these .json domains, in this order",
         "unlabeled": "1: accept samples without .cls (label -1)",
+        "num_classes": "number of classes when there is no classes.txt (labels must lie below it)",
         "split": _SPLIT_HELP,
     },
 )
@@ -355,6 +353,7 @@ def _build_wds(spec: SourceSpec, *, image_size: int | None, split: str | None) -
         domain=spec.get_str("domain"),
         domains=spec.get_list("domains"),
         unlabeled=spec.get_bool("unlabeled"),
+        num_classes=spec.get_int("num_classes"),
     )
 
 
@@ -369,25 +368,26 @@ def _build_pacs(spec: SourceSpec, *, image_size: int | None, split: str | None) 
 
 @register_source(
     "tv",
-    "torchvision dataset in a local root (never downloads), e.g. tv:CIFAR10:/data/cifar?train=0",
+    "torchvision dataset, e.g. tv:CIFAR10:/data/cifar?train=0; tv:CIFAR10 downloads into the cache on first use",
     options={
         "train": "1 for the training split, 0 for the test split",
         "split": "split name (train, test, or e.g. STL10's unlabeled)",
+        "download": "1: download CIFAR10/CIFAR100/STL10 into ROOT when missing (always without a ROOT)",
     },
 )
 def _build_torchvision(spec: SourceSpec, *, image_size: int | None, split: str | None) -> ImageSource:
     from replens.data.torchvision_source import TorchvisionSource
 
     name, colon, root = spec.path.partition(":")
-    if not colon or not name or not root:
-        raise DataError(f"write tv:NAME:ROOT (e.g. tv:CIFAR10:/data/cifar), got {str(spec)!r}")
+    if not name or (colon and not root):
+        raise DataError(f"write tv:NAME:ROOT or tv:NAME (e.g. tv:CIFAR10:/data/cifar), got {str(spec)!r}")
     if "train" in spec.options:
         if "split" in spec.options:
             raise DataError(f"give train= or split=, not both, in {str(spec)!r}")
         chosen = "train" if spec.get_bool("train") else "test"
     else:
         chosen = _split_of(spec, split) or "train"
-    return TorchvisionSource(name, root, split=chosen, image_size=image_size)
+    return TorchvisionSource(name, root or None, split=chosen, image_size=image_size, download=spec.get_bool("download"))
 
 
 _ARRAY_OPTIONS = {
@@ -425,6 +425,29 @@ def _build_npy(spec: SourceSpec, *, image_size: int | None, split: str | None) -
         image_size=image_size,
         domain=spec.get_str("domain"),
         unlabeled=spec.get_bool("unlabeled"),
+    )
+
+
+@register_source(
+    "hf",
+    "Hugging Face image dataset: a save_to_disk folder, parquet files or a hub name, e.g. hf:uoft-cs/cifar10?split=test",
+    options={
+        "split": "split of a DatasetDict or hub dataset (default train)",
+        "image": "image column (default: the first Image feature)",
+        "label": "label column (default: the first ClassLabel feature, else 'label')",
+        "domain": "name of the single domain (default: the dataset's name)",
+    },
+)
+def _build_hf(spec: SourceSpec, *, image_size: int | None, split: str | None) -> ImageSource:
+    from replens.data.hf_datasets import HFDatasetSource
+
+    return HFDatasetSource(
+        spec.path,
+        split=_split_of(spec, split),
+        image=spec.get_str("image"),
+        label=spec.get_str("label"),
+        domain=spec.get_str("domain"),
+        image_size=image_size,
     )
 
 

@@ -326,12 +326,15 @@ class WebDatasetSource(ImageSource):
             an error. Domain ids follow the first appearance of each name.
         unlabeled: Accept samples without a label (label -1) instead of
             raising.
+        num_classes: The number of classes when there is no class list
+            (classes ``"0" ... str(num_classes - 1)``); labels must lie below it.
 
     Raises:
         DataError: Missing shard, empty or corrupt tar, samples without labels
             (unless ``unlabeled``), a malformed ``.cls``, labels out of range of
-            the class list, contradicting ``.cls`` and ``.json``; always naming
-            the shard and member.
+            the class list, contradicting ``.cls`` and ``.json``, numeric labels
+            so sparse that the class count is unknowable (without a class list or
+            ``num_classes``); always naming the shard and member.
     """
 
     def __init__(
@@ -344,8 +347,11 @@ class WebDatasetSource(ImageSource):
         domains: Sequence[str] | None = None,
         shard_domains: Sequence[str] | None = None,
         unlabeled: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__(image_size)
+        if num_classes is not None and num_classes < 1:
+            raise DataError(f"num_classes must be a positive integer, got {num_classes}")
         paths = expand_paths(shards) if isinstance(shards, str) else list(shards)
         if not paths:
             raise DataError("no shards given")
@@ -366,6 +372,8 @@ class WebDatasetSource(ImageSource):
         class_names = read_class_names(class_file) if class_file else None
         if classes is not None and not isinstance(classes, str):
             class_names = [str(c) for c in classes]
+        if class_names is None and num_classes is not None:
+            class_names = [str(i) for i in range(num_classes)]
 
         labels = self._resolve_labels(scanned, class_names, class_file, unlabeled)
         domain_ids = self._resolve_domains(scanned, domain, domains, shard_domains)
@@ -415,6 +423,12 @@ class WebDatasetSource(ImageSource):
                 if value is not None and isinstance(meta, str):
                     consistent &= pairs.setdefault(value, meta) == meta
             top = max((v for v in cls_values if v is not None), default=-1)
+            used = {v for v in cls_values if v is not None}
+            if top >= 2 and len(used) <= top / 2 and not (consistent and all(i in pairs for i in range(top + 1))):
+                raise DataError(
+                    f"shards {self.shard_paths[0]!r}...: numeric labels run up to {top} but only {len(used)} "
+                    f"distinct values occur; put classes.txt next to the shards or state ?num_classes=K"
+                )
             if top >= 0:
                 if consistent and all(i in pairs for i in range(top + 1)):
                     class_names = [pairs[i] for i in range(top + 1)]

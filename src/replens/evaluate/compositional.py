@@ -23,7 +23,8 @@ Loaders read the public formats from local paths (nothing is downloaded):
   (rows ``{"image", "caption": [...]}``) with ARO's four word-order
   perturbations (:func:`order_perturbations`);
 * :func:`load_winoground`: ``examples.jsonl`` (``caption_0``, ``caption_1``,
-  ``image_0``, ``image_1``) and ``images/<name>.png``;
+  ``image_0``, ``image_1``) and ``images/<name>.png``, or the ``images.zip``
+  the Hugging Face repository (facebook/winoground, ``data/``) ships, read in place;
 * :func:`load_sugarcrepe`: one JSON per category (``{"id": {"filename",
   "caption", "negative_caption"}}``) and the COCO val2017 images.
 """
@@ -139,11 +140,35 @@ class WinogroundItem:
         return _load_image(None, self.image_paths[0], None), _load_image(None, self.image_paths[1], None)
 
 
+def _zip_member(path: Path) -> tuple[Path, str] | None:
+    """``(archive, member)`` when ``path`` runs through a ``.zip`` file (``.../images.zip/images/x.png``)."""
+    for parent in path.parents:
+        if parent.suffix == ".zip" and parent.is_file():
+            return parent, path.relative_to(parent).as_posix()
+    return None
+
+
+def _open_image(path: Path) -> Image.Image:
+    inside = _zip_member(path)
+    if inside is not None:
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(inside[0]) as archive:
+            try:
+                return Image.open(io.BytesIO(archive.read(inside[1])))
+            except KeyError:
+                raise FileNotFoundError(f"image not found: {inside[1]} in {inside[0]}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    return Image.open(path)
+
+
 def _load_image(image: np.ndarray | None, path: Path | None, box: tuple[float, ...] | None) -> np.ndarray:
     if image is None:
-        if path is None or not Path(path).is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        with Image.open(path) as pil:
+        if path is None:
+            raise FileNotFoundError("image not found: no path")
+        with _open_image(Path(path)) as pil:
             pil = pil.convert("RGB")
             if box is not None:
                 x, y, w, h = box
@@ -174,12 +199,13 @@ def _require(row: Any, keys: Sequence[str], where: str) -> None:
 
 
 # ------------------------------------------------------------------ loaders
-def load_aro_vg(json_path: str | Path, image_dir: str | Path, *, crop: bool = True) -> list[ChoiceItem]:
+def load_aro_vg(json_path: str | Path, image_dir: str | Path | None = None, *, crop: bool = True) -> list[ChoiceItem]:
     """ARO's VG-Relation or VG-Attribution items.
 
     Args:
         json_path: ``visual_genome_relation.json`` or ``visual_genome_attribution.json``.
-        image_dir: The folder the rows' ``image_path`` values are relative to.
+        image_dir: The folder the rows' ``image_path`` values are relative to
+            (default: ``images/`` beside the JSON file, ARO's own layout).
         crop: Crop each image to the row's box (what ARO does).
 
     Returns:
@@ -193,6 +219,7 @@ def load_aro_vg(json_path: str | Path, image_dir: str | Path, *, crop: bool = Tr
     if not isinstance(rows, list):
         raise ValueError(f"{json_path}: expected a JSON list of ARO rows")
     keys = ("image_path", "true_caption", "false_caption", "bbox_x", "bbox_y", "bbox_w", "bbox_h")
+    image_dir = Path(json_path).parent / "images" if image_dir is None else Path(image_dir)
     items = []
     for r, row in enumerate(rows):
         _require(row, keys, f"{json_path} row {r}")
@@ -305,7 +332,10 @@ def load_aro_order(
 
 
 def load_winoground(root: str | Path) -> list[WinogroundItem]:
-    """Winoground from a local copy: ``examples.jsonl`` and ``images/`` in ``root`` or ``root/data``.
+    """Winoground from a local copy: ``examples.jsonl`` and ``images/`` (or ``images.zip``) in ``root`` or ``root/data``.
+
+    ``images.zip`` (as the Hugging Face repository ships it) is read in place;
+    its members may sit in an ``images/`` folder or at the top.
 
     Raises:
         FileNotFoundError: No ``examples.jsonl``.
@@ -316,6 +346,12 @@ def load_winoground(root: str | Path) -> list[WinogroundItem]:
     if base is None:
         raise FileNotFoundError(f"no examples.jsonl in {root} or {root / 'data'}")
     images = base / "images"
+    if not images.is_dir() and (base / "images.zip").is_file():
+        import zipfile
+
+        with zipfile.ZipFile(base / "images.zip") as archive:
+            folders = {Path(n).parent.as_posix() for n in archive.namelist() if n.endswith(".png")}
+        images = base / "images.zip" / ("images" if "images" in folders else "")
     items = []
     path = base / "examples.jsonl"
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

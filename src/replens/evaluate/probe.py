@@ -253,8 +253,22 @@ def evaluate_representations(
 
     Returns:
         ``{"linear": Accuracy.as_dict(), "knn": Accuracy.as_dict(), "protocol": {...}}``
+
+    Raises:
+        ValueError: The splits differ in feature size, or the test split has
+            labelled classes the training split lacks (a probe cannot predict them).
     """
     _check_features(np.asarray(test_features), np.asarray(test_labels), "probe test set")
+    train_dim, test_dim = np.shape(train_features)[1:], np.shape(test_features)[1:]
+    if train_dim != test_dim:
+        raise ValueError(f"the probe's training features have shape (N, {train_dim}) and its test features "
+                         f"(N, {test_dim}): embed both splits with the same model and layer")
+    unseen = sorted(set(np.asarray(test_labels)[np.asarray(test_labels) >= 0].tolist())
+                    - set(np.asarray(train_labels).tolist()))
+    if unseen:
+        names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in unseen[:5]]
+        raise ValueError(f"the probe's test split has {len(unseen)} class(es) its training split lacks "
+                         f"({', '.join(names)}): compare splits of one dataset")
     probe = fit_linear_probe(train_features, train_labels, weight_decay=weight_decay, device=device)
     linear = accuracy_report(probe.predict(test_features), test_labels, test_domains, domain_names, class_names)
     knn = knn_predict(train_features, train_labels, test_features, k=knn_k, temperature=knn_temperature, device=device)

@@ -59,6 +59,10 @@ def caption_positives(texts: Sequence[str], image_captions: Sequence[Sequence[st
     return out
 
 
+#: Cosine similarities closer than this count as a tie (a few float32 ulps around 1).
+TIE_TOLERANCE = 1e-6
+
+
 def retrieval_recall(
     image_embeddings: np.ndarray | torch.Tensor,
     text_embeddings: np.ndarray | torch.Tensor,
@@ -101,14 +105,15 @@ def retrieval_recall(
     sim = txt @ img.T  # (n_txt, n_img)
     out: dict[str, float] = {"n_images": float(n_img), "n_texts": float(n_txt)}
     # rank of the best correct item = number of wrong items scoring at least as high
-    # (ties count against the model, so collapsed embeddings score 0, not 100)
+    # (ties count against the model, so collapsed embeddings score 0, not 100). Equal embeddings can
+    # differ in the last bit of their dot products (blocked matmul), so a tie is within TIE_TOLERANCE.
     best_pos_t2i = sim.masked_fill(~pos_t, float("-inf")).max(dim=1).values
-    rank_t2i = ((sim >= best_pos_t2i[:, None]) & ~pos_t).sum(dim=1)
+    rank_t2i = ((sim >= best_pos_t2i[:, None] - TIE_TOLERANCE) & ~pos_t).sum(dim=1)
     has_text = pos_t.any(dim=0)
     sim_i = sim.T[has_text]
     pos_i = pos_t.T[has_text]
     best_pos_i2t = sim_i.masked_fill(~pos_i, float("-inf")).max(dim=1).values
-    rank_i2t = ((sim_i >= best_pos_i2t[:, None]) & ~pos_i).sum(dim=1)
+    rank_i2t = ((sim_i >= best_pos_i2t[:, None] - TIE_TOLERANCE) & ~pos_i).sum(dim=1)
     for k in ks:
         out[f"t2i_r{k}"] = float((rank_t2i < k).float().mean() * 100) if n_txt else float("nan")
         out[f"i2t_r{k}"] = float((rank_i2t < k).float().mean() * 100) if len(rank_i2t) else float("nan")

@@ -9,7 +9,9 @@ Pieces, each usable alone:
 * :mod:`~replens.explain.gradcam`: Grad-CAM crops with pytorch-grad-cam;
 * :mod:`~replens.explain.concepts`: spaCy concept extraction, Word Score
   (Eq. 4.1), contrastive filtering;
-* :mod:`~replens.explain.falcon`: the pipeline (:class:`Falcon`);
+* :mod:`~replens.explain.falcon`: the method (:class:`Falcon`);
+* :mod:`~replens.explain.pipeline`: :func:`explain`, FALCON with failures and transfer in one call,
+  returning :class:`Explanations` (``.save(dir)`` / ``.load(dir)``);
 * :mod:`~replens.explain.failures`: explanations of mis-classifications (section 4.5);
 * :mod:`~replens.explain.transfer`: concept transfer between models (section 4.6, Eq. 4.3);
 * :mod:`~replens.explain.evaluate`: precision/recall against the world's truth;
@@ -18,6 +20,13 @@ Pieces, each usable alone:
 * :mod:`~replens.explain.layers`: intermediate-layer encoders for FALCON (appendix B.6).
 
 Typical use::
+
+    from replens.explain import explain
+
+    found = explain(backbone, "world:runs/world?split=test")    # the tiny CLIP and the world caption bank
+    found.save("runs/explain")
+
+or piece by piece::
 
     from replens.explain import Falcon, FalconConfig, default_world_bank
     from replens.vl import load_vl_model
@@ -74,6 +83,7 @@ from replens.explain.gradcam import (
     resize_crops,
 )
 from replens.explain.layers import LayerRepresentation
+from replens.explain.pipeline import Explanations, explain
 from replens.explain.report import write_concepts_csv, write_failures, write_falcon_outputs, write_html_report
 from replens.explain.stats import (
     concept_statistics,
@@ -98,6 +108,7 @@ __all__ = [
     "CaptionBank",
     "CaptionTerms",
     "ConceptExtractor",
+    "Explanations",
     "FailureExplanation",
     "Falcon",
     "FalconConfig",
@@ -119,6 +130,7 @@ __all__ = [
     "contributions",
     "crop_images",
     "default_world_bank",
+    "explain",
     "explain_failures",
     "failure_spurious_report",
     "feature_groups",

@@ -9,11 +9,11 @@ Facts from the authors' code that these functions follow:
 * a sample's feature group is exactly its set of features at or above
   ``alpha`` (Algorithm 1), and a group needs more than 10 samples;
 * lowly activating candidates (Eq. 4.2) have every group feature below
-  ``epsilon`` (the global mean of ``H`` in their code; the seed's text says the
-  feature's own mean, available as ``epsilon="feature"``), ranked by the dot
-  product of their remaining features with the mean highly activating
-  representation, kept at score >= ``beta`` (0.3 in their code, 0.7 in the
-  text), at most 10.
+  ``epsilon`` (the seed's text, default: each feature's own mean,
+  ``epsilon="feature"``; their code: the global mean of ``H``,
+  ``epsilon="global"``), ranked by the dot product of their remaining features
+  with the mean highly activating representation, kept at score >= ``beta``
+  (default the text's 0.7; 0.3 in their code), at most 10.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def lowly_activating(
     group: Sequence[int],
     highly: Sequence[int] | np.ndarray,
     *,
-    epsilon: float | str = "global",
-    beta: float = 0.3,
+    epsilon: float | str = "feature",
+    beta: float = 0.7,
     max_images: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lowly activating counterfactual images ``L_I`` of a feature group (Eq. 4.2).
@@ -135,9 +135,9 @@ def lowly_activating(
         features: (N, r) normalised representations.
         group: The feature group ``I``.
         highly: Indices of the highly activating samples ``T_I``.
-        epsilon: ``"global"`` (mean of the whole matrix, the authors' code),
-            ``"feature"`` (each feature's own mean, the seed's text) or a number.
-        beta: Smallest dot product kept.
+        epsilon: ``"feature"`` (each feature's own mean, the seed's text, section 4.2.2),
+            ``"global"`` (mean of the whole matrix, the authors' code) or a number.
+        beta: Smallest dot product kept (the seed's 0.7; the authors' code 0.3).
         max_images: Most images returned.
 
     Returns:

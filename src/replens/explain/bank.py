@@ -31,6 +31,7 @@ is measured when the index is built and stored in ``bank.json``.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -52,6 +53,7 @@ __all__ = [
     "SearchResult",
     "build_bank",
     "default_world_bank",
+    "fetch_laion400m_bank",
     "import_embedding_shards",
     "open_bank",
     "read_caption_file",
@@ -463,8 +465,51 @@ class CaptionBank:
         )
 
 
+#: LAION-400M's published text embeddings (open_clip ViT-B-32:openai) and their captions, one pair per shard.
+LAION400M_TEXT_URL = "https://the-eye.eu/public/AI/cah/laion400m-met-release/laion400m-embeddings/texts/text_emb_{}.npy"
+LAION400M_META_URL = (
+    "https://the-eye.eu/public/AI/cah/laion400m-met-release/laion400m-embeddings/metadata/metadata_{}.parquet"
+)
+#: How ``--captions`` names the downloadable LAION-400M bank: ``laion400m:0`` or ``laion400m:0,1,2``.
+LAION400M_PREFIX = "laion400m:"
+
+
+def fetch_laion400m_bank(shards: Sequence[int], *, progress: bool = True) -> CaptionBank:
+    """The LAION-400M caption bank of ``shards``, downloaded into ``$XDG_CACHE_HOME/replens/laion400m`` on first use.
+
+    Each shard is a ``text_emb_<i>.npy`` (ViT-B-32:openai text embeddings, used in
+    place) and its ``metadata_<i>.parquet`` captions (seed section 4.2.1), fetched
+    through :func:`replens.hub.fetch_url` (resumable, atomic; LAION publishes no
+    checksums; ``REPLENS_OFFLINE=1`` turns downloads off).
+
+    Raises:
+        replens.hub.DownloadError: A shard is not cached and cannot be downloaded.
+    """
+    from replens.hub import fetch_url, replens_cache_dir
+
+    shards = sorted({int(i) for i in shards})
+    if not shards or shards[0] < 0:
+        raise BankError(f"LAION-400M shard numbers must be >= 0, got {list(shards)}")
+    root = replens_cache_dir() / "laion400m"
+    embeddings, metadata = [], []
+    for i in shards:
+        for url, files in ((LAION400M_TEXT_URL, embeddings), (LAION400M_META_URL, metadata)):
+            files.append(fetch_url(url.format(i), root / os.path.basename(url.format(i)), kind="banks", sha256="",
+                                   what=f"LAION-400M shard {i} ({os.path.basename(url.format(i))})", progress=progress))
+    bank_dir = root / "banks" / "-".join(map(str, shards))
+    if (bank_dir / "bank.json").is_file():
+        return CaptionBank(bank_dir)
+    return import_embedding_shards(embeddings, metadata, bank_dir, model="open_clip:ViT-B-32:openai")
+
+
 def open_bank(path: str | Path) -> CaptionBank:
-    """Open the caption bank folder at ``path``."""
+    """Open the caption bank folder at ``path``, or ``laion400m:I[,J...]`` (downloaded on first use)."""
+    if str(path).startswith(LAION400M_PREFIX):
+        try:
+            shards = [int(i) for i in str(path)[len(LAION400M_PREFIX) :].split(",") if i.strip()]
+        except ValueError:
+            raise BankError(f"write laion400m:I[,J...] with shard numbers, got {str(path)!r}") from None
+        return fetch_laion400m_bank(shards)
     return CaptionBank(path)
 
 
@@ -721,7 +766,9 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
     """The default caption bank: the world's caption grammar over its whole vocabulary, with distractors.
 
     Covers every object description (size, colour, texture, shape), domain
-    captions, object-on-background and object-with-marker captions, bare
+    captions, the colourless captions of sketches and tints ("a sketch of a
+    large star", "a large star left of a small cross", ``relational / 10`` of
+    those sampled), object-on-background and object-with-marker captions, bare
     marker patches, a random sample of two-object relational captions, and
     ``distractors`` captions about things that are not in the world (animals,
     vehicles, other shapes) so that a caption has to be earned.
@@ -736,6 +783,7 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
     """
     from replens.world.vocab import (
         BACKGROUNDS,
+        COLOURLESS_DOMAINS,
         COLOURS,
         DOMAIN_NOUN,
         MARKERS,
@@ -773,6 +821,19 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
             for shape in SHAPES:
                 for bg in BACKGROUNDS:
                     out.append(f"{a(colour)}{tex(texture)} {shape} on {a(bg)} background")
+    # captions of the domains that draw no colour (generator 2.1.0): "a sketch of a large star",
+    # "a large star", "a large star left of a small cross"
+    for noun in sorted({DOMAIN_NOUN[d] for d in COLOURLESS_DOMAINS}):
+        for size in SIZES:
+            for shape in SHAPES:
+                out.append(f"{a(noun)} of {a(size)} {shape}")
+    for size in SIZES:
+        for shape in SHAPES:
+            out.append(f"{a(size)} {shape}")
+    plain = random.Random(seed + 1)
+    for _ in range(relational // 10):
+        o1, o2 = (f"{a(plain.choice(SIZES))} {plain.choice(SHAPES)}" for _ in range(2))
+        out.append(f"{o1} {plain.choice(['left of', 'right of', 'above', 'below'])} {o2}")
     for marker in MARKERS:
         out.append(f"{a(marker)} patch")
         for shape in SHAPES:

@@ -211,7 +211,11 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
     sample's spurious cue (its marker patch or background colour) is tied to
     in the training split. Its explanation *names the cue* when the cue's
     colour word (e.g. ``"crimson"``) or phrase (``"crimson patch"``) is among
-    the explanation's top ``top`` words or phrases.
+    the explanation's top ``top`` words or phrases. Spurious-driven failures
+    on images of a domain that draws no colour (sketch, tints: the cue is a
+    grey level there, see :data:`~replens.world.vocab.COLOURLESS_DOMAINS`)
+    are counted apart (``spurious_driven_colourless``); ``named_among_nameable_pct``
+    is the named share of the others.
 
     Args:
         failures: :class:`~replens.explain.failures.FailureExplanation` list
@@ -225,13 +229,14 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
     world, indices = _world_of(source)
     if not hasattr(world, "spurious_cues") or not hasattr(world, "config"):
         return None
-    from replens.world.vocab import BACKGROUNDS, MARKERS
+    from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, MARKERS
 
     cue_kind = world.config.spurious_cue
     names = MARKERS if cue_kind == "marker" else BACKGROUNDS
     suffix = "patch" if cue_kind == "marker" else "background"
     cues = np.asarray(world.spurious_cues)
-    n = driven = named = named_driven = 0
+    colourless = {k for k, d in enumerate(world.domain_names) if d in COLOURLESS_DOMAINS}
+    n = driven = named = named_driven = unnameable = named_nameable = 0
     for f in failures:
         i = int(f.row) if indices is None else int(indices[int(f.row)])
         cue = int(cues[i])
@@ -243,8 +248,13 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
         is_driven = int(f.prediction) == cue
         n += 1
         driven += is_driven
+        # a sketch or tint draws the cue as a grey level: its colour word is true of no pixel
+        grey = int(world.domains[i]) in colourless
+        unnameable += is_driven and grey
         named += hit
         named_driven += hit and is_driven
+        named_nameable += hit and is_driven and not grey
+    nameable = driven - unnameable
     return {
         "cue": cue_kind,
         "failures": n,
@@ -254,4 +264,7 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
         "named_pct": float(100 * named / n) if n else float("nan"),
         "named_among_spurious_driven": named_driven,
         "named_among_spurious_driven_pct": float(100 * named_driven / driven) if driven else float("nan"),
+        "spurious_driven_colourless": unnameable,
+        "named_among_nameable": named_nameable,
+        "named_among_nameable_pct": float(100 * named_nameable / nameable) if nameable else float("nan"),
     }

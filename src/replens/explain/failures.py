@@ -135,7 +135,11 @@ def explain_failures(
             (1 is the seed's ``argmax``).
         search_depth: When a contributing feature has no explanation (no
             group contains it and it has too few highly activating images),
-            the next most contributing ones are tried, down to this rank.
+            the next most contributing ones are explained on demand
+            (``explain_feature``) down to this rank; below it, every other
+            positively contributing feature is still looked up in the explained
+            groups, so a failure never reads "no explained concept" while an
+            explained feature contributes to it.
         top_terms: Concepts kept per sample.
         explain_feature: Called with ``(feature,)`` when no explained group
             contains a contributing feature (e.g. ``Falcon.explain_group``);
@@ -162,16 +166,16 @@ def explain_failures(
         failures = failures[:max_samples]
     out = []
     for j in failures:
-        order = np.argsort(-contrib[j], kind="stable")[: max(top_features, search_depth)]
+        order = np.argsort(-contrib[j], kind="stable")
         tops: list[tuple[int, float]] = []
         chosen: list[GroupExplanation] = []
-        for f in (int(i) for i in order):
+        for rank, f in enumerate(int(i) for i in order):
             if contrib[j, f] <= 0 or len(tops) == top_features:
                 break
             candidates = by_feature.get(f, [])
             if candidates:
                 best = max(candidates, key=lambda g: (float(contrib[j, list(g.features)].sum()), len(g.highly)))
-            elif explain_feature is not None:
+            elif explain_feature is not None and rank < max(top_features, search_depth):
                 if (f,) not in cache:
                     cache[(f,)] = explain_feature((f,))
                 best = cache[(f,)]

@@ -25,7 +25,7 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,30 +41,66 @@ from replens.explain.activations import (
 )
 from replens.explain.concepts import ConceptExtractor, contrastive_filter, rank_terms, word_scores
 from replens.explain.gradcam import cam_boxes, crop_images, group_cams, last_stage_blocks, resize_crops
+from replens.vl.tiny import TINY_CLIP_NAME
 
 __all__ = ["Falcon", "FalconConfig", "FalconResult", "GroupExplanation", "compute_representations"]
 
 
+#: ``alpha = mean(H) + 16 std(H)`` for single features (appendix B.3).
+SINGLE_FEATURE_ALPHA_STD: float = 16.0
+#: ``alpha = mean(H) + 5 std(H)`` for feature groups (the authors' code; the seed states none for groups).
+GROUP_ALPHA_STD: float = 5.0
+
+
+#: The authors' interpretability threshold, calibrated for CLIP ViT-B/32 (section 4.2.1).
+CLIP_GAMMA = 0.8
+#: Interpretability threshold with the embedded tiny CLIP (scripts/validate_falcon.py: its crops' mean
+#: similarities spread over 0.2-0.75 where CLIP ViT-B/32's sit near the authors' 0.8).
+TINY_CLIP_GAMMA = 0.5
+
+
+def interpretability_threshold(vl_name: str) -> float:
+    """The default ``gamma`` for a VL model: :data:`TINY_CLIP_GAMMA` for the tiny CLIP, else :data:`CLIP_GAMMA`."""
+    return TINY_CLIP_GAMMA if vl_name == TINY_CLIP_NAME else CLIP_GAMMA
+
+
 @dataclass
 class FalconConfig:
-    """Settings of FALCON (defaults: the authors' code).
+    """Settings of FALCON.
+
+    Where the seed states a value, it is the default; the authors' code
+    choices that differ stay available as values of the same fields:
+
+    * ``min_score`` 0.08: the Word Score threshold of section 4.2.2 ("in
+      practice, 0.08"); the authors' code applies none (``min_score=0``).
+    * ``beta`` 0.7 and ``epsilon="feature"`` in Eq. 4.2 (section 4.2.2: "we
+      select beta to be 0.7", epsilon "is the mean value of that feature");
+      the authors' code uses ``beta=0.3`` and the global mean
+      (``epsilon="global"``).
+    * ``alpha_multiplier`` None: ``mean(H) + 16 std(H)`` for single features
+      (appendix B.3) and the authors' ``mean(H) + 5 std(H)`` for groups (the
+      seed gives no multiplier for groups; section 4.3 allows a "less
+      rigorous" alpha for them).
 
     Attributes:
-        alpha_multiplier: ``alpha = mean(H) + m * std(H)`` (5 in the code; 16 in appendix B.3).
+        alpha_multiplier: ``alpha = mean(H) + m * std(H)``; None: 16 in ``"features"`` mode
+            (appendix B.3), 5 in ``"groups"`` mode (the authors' code).
         min_samples: A group needs more than this many highly activating samples.
         mode: ``"groups"`` (Algorithm 1) or ``"features"`` (single features, ``T_i``).
-        gamma: Interpretability threshold on the mean CLIP Gram matrix of the crops.
+        gamma: Interpretability threshold on the mean CLIP Gram matrix of the crops; None: by VL model
+            (:func:`interpretability_threshold`: the authors' 0.8 for CLIP, 0.5 for the embedded tiny CLIP).
         cam_threshold: Grad-CAM binarisation threshold.
         gradcam_layer: Stage whose blocks Grad-CAM hooks (default: the last).
-        epsilon: Lowly activating bound: ``"global"``, ``"feature"`` or a number (Eq. 4.2).
-        beta: Lowest dot product of a lowly activating image (Eq. 4.2).
+        epsilon: Lowly activating bound of Eq. 4.2: ``"feature"`` (each feature's mean, the seed's
+            text, default), ``"global"`` (mean of the whole matrix, the authors' code) or a number.
+        beta: Lowest dot product of a lowly activating image (Eq. 4.2; the seed's 0.7, the code's 0.3).
         max_lowly: Most lowly activating images.
         top_captions: Captions kept per image (5).
         logit_scale: Softmax multiplier of captioning (100).
         lowly_threshold: Terms scoring at least this on the lowly images are discarded.
         top_words: Words reported per group (8).
         top_phrases: Noun phrases reported per group (8).
-        min_score: Lowest reported Word Score (the seed's text mentions 0.08; the code uses none).
+        min_score: Lowest reported Word Score (the seed's 0.08, section 4.2.2; 0 reproduces the code).
         max_groups: Explain at most this many groups (largest first; None: all).
         max_images: Use at most this many highly activating images per group,
             the strongest first (None: all, as the authors).
@@ -73,21 +109,21 @@ class FalconConfig:
         batch_size: Images per Grad-CAM / encoder batch.
     """
 
-    alpha_multiplier: float = 5.0
+    alpha_multiplier: float | None = None
     min_samples: int = 10
     mode: str = "groups"
-    gamma: float = 0.8
+    gamma: float | None = None
     cam_threshold: float = 0.6
     gradcam_layer: str | None = None
-    epsilon: Any = "global"
-    beta: float = 0.3
+    epsilon: Any = "feature"
+    beta: float = 0.7
     max_lowly: int = 10
     top_captions: int = 5
     logit_scale: float = 100.0
     lowly_threshold: float = 0.1
     top_words: int = 8
     top_phrases: int = 8
-    min_score: float = 0.0
+    min_score: float = 0.08
     max_groups: int | None = None
     max_images: int | None = None
     explain_all: bool = False
@@ -99,6 +135,8 @@ class FalconConfig:
             raise ValueError(f"mode must be 'groups' or 'features', got {self.mode!r}")
         if self.min_samples < 0 or self.top_captions < 1:
             raise ValueError("min_samples must be >= 0 and top_captions >= 1")
+        if self.alpha_multiplier is None:
+            self.alpha_multiplier = SINGLE_FEATURE_ALPHA_STD if self.mode == "features" else GROUP_ALPHA_STD
 
 
 @dataclass(eq=False)
@@ -348,6 +386,8 @@ class Falcon:
         self.vl = vl.to(device).eval()
         self.bank = bank
         self.config = config or FalconConfig()
+        if self.config.gamma is None:  # the threshold that suits this VL model (CLI and library agree)
+            self.config = replace(self.config, gamma=interpretability_threshold(vl.name))
         self.device = device
         self.progress = progress
         if bank.dim != vl.embed_dim:

@@ -33,9 +33,7 @@ class LayerRepresentation(nn.Module):
 
     def __init__(self, backbone: Any, layer: str) -> None:
         super().__init__()
-        modules = dict(backbone.layer_root().named_modules())
-        if layer not in modules:
-            raise KeyError(f"unknown layer {layer!r} for {backbone.name}; known: {backbone.layer_names()}")
+        backbone.find_layer(layer)
         self.backbone = backbone
         self.layer = layer
         self.name = f"{backbone.name}:{layer}"
@@ -60,6 +58,10 @@ class LayerRepresentation(nn.Module):
 
     def layer_root(self) -> nn.Module:
         return self.backbone.layer_root()
+
+    def find_layer(self, name: str | None = None) -> tuple[str, nn.Module]:
+        """The backbone's :meth:`~replens.models.Backbone.find_layer`, defaulting to this layer."""
+        return self.backbone.find_layer(self.layer if name is None else name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from replens.models.features import pool_features

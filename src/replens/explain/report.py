@@ -10,6 +10,7 @@ nothing from the network. All files are written atomically.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 from collections.abc import Sequence
@@ -23,9 +24,13 @@ from PIL import Image
 from replens.explain.failures import FailureExplanation
 from replens.explain.falcon import FalconResult, GroupExplanation
 from replens.explain.transfer import TransferredGroup
+from replens.pages import write_html_page
 from replens.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["image_strip", "write_concepts_csv", "write_failures", "write_falcon_outputs", "write_html_report"]
+__all__ = [
+    "group_image_stem", "image_strip", "write_concepts_csv", "write_failures", "write_falcon_outputs",
+    "write_html_report",
+]
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -43,6 +48,19 @@ table{border-collapse:collapse;font-size:13px;background:#fff}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
 .summary td:first-child{color:#555}
 """
+
+
+def group_image_stem(name: str) -> str:
+    """The file-name stem of a feature group's images (``group-<stem>-high.png``).
+
+    The group's feature indices joined by ``_``; a name longer than 80 characters
+    (a group of dozens of features) keeps its first 60 and a hash of the whole,
+    so the file name stays within every file system's 255-byte limit and unique.
+    """
+    stem = name.replace(",", "_")
+    if len(stem) <= 80:
+        return stem
+    return f"{stem[:60]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _to_pil(image: torch.Tensor | np.ndarray, size: int) -> Image.Image:
@@ -106,13 +124,19 @@ def write_failures(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Failure explanations as JSON (and a CSV next to it)."""
+    return write_failure_records(path_json, [f.to_dict(classes) for f in failures], extra)
+
+
+def write_failure_records(
+    path_json: str | Path, records: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None
+) -> Path:
+    """Failure records (:meth:`FailureExplanation.to_dict`) as JSON, ``{**extra, "failures": records}``, and CSV."""
     path_json = Path(path_json)
-    atomic_write_json(path_json, {**(extra or {}), "failures": [f.to_dict(classes) for f in failures]})
+    atomic_write_json(path_json, {**(extra or {}), "failures": list(records)})
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["sample", "label", "prediction", "top_features", "groups", "concepts"])
-    for f in failures:
-        d = f.to_dict(classes)
+    for d in records:
         writer.writerow(
             [
                 d["sample"],
@@ -160,11 +184,11 @@ def _group_card(g: GroupExplanation, images_dir: str) -> str:
     parts += [
         '<div class="label">Highly activating (Grad-CAM crops)</div>',
         f'<img class="strip" alt="highly activating crops of {html.escape(g.name)}" '
-        f'src="{images_dir}/group-{g.name.replace(",", "_")}-high.png">',
+        f'src="{images_dir}/group-{group_image_stem(g.name)}-high.png">',
         '<div class="label">Lowly activating</div>',
         (
             f'<img class="strip" alt="lowly activating images of {html.escape(g.name)}" '
-            f'src="{images_dir}/group-{g.name.replace(",", "_")}-low.png">'
+            f'src="{images_dir}/group-{group_image_stem(g.name)}-low.png">'
             if len(g.lowly)
             else '<div class="meta">none found</div>'
         ),
@@ -202,7 +226,7 @@ def write_html_report(
     images_dir = "images"
     shown = sorted(result.groups, key=lambda g: (not g.explained, not g.interpretable, -len(g.highly)))[:max_groups]
     for g in shown:
-        stem = g.name.replace(",", "_")
+        stem = group_image_stem(g.name)
         crops = g.crops if g.crops else list(load_images(g.highly[:12]))
         _write_png(out / images_dir / f"group-{stem}-high.png", image_strip(crops))
         if len(g.lowly):
@@ -252,13 +276,7 @@ def write_html_report(
             )
         table.append("</table>")
         body += table
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-    return atomic_write_text(out / "report.html", page)
+    return write_html_page(out / "report.html", title, "\n".join(body) + "\n", style=_STYLE)
 
 
 def _fmt(value: Any) -> str:

@@ -22,6 +22,7 @@ from replens.models import small as _small  # noqa: F401
 from replens.models import timm_backbone as _timm_backbone  # noqa: F401
 from replens.models import torchvision_resnet as _torchvision_resnet  # noqa: F401
 from replens.models.backbone import (
+    BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
@@ -52,6 +53,7 @@ from replens.models.weights import (
 )
 
 __all__ = [
+    "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Backbone",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,10 @@ import torch
 from torch import nn
 
 from replens.models.weights import load_weights
+from replens.registry import Entry, Registry
 
 __all__ = [
+    "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Backbone",
@@ -165,6 +166,43 @@ class Backbone(nn.Module):
         """Rename keys of an external checkpoint to this module's keys (default: none)."""
         return state
 
+    def require_layers(self, layers: Sequence[str | None]) -> None:
+        """Check layer names before any work (``None`` means the representation and passes).
+
+        Raises:
+            KeyError: A name is not a module of :meth:`layer_root`; the message lists the known layers.
+        """
+        modules = dict(self.layer_root().named_modules())
+        unknown = [name for name in layers if name is not None and (not name or name not in modules)]
+        if unknown:
+            raise KeyError(
+                f"unknown layers {', '.join(map(repr, unknown))} for {self.name}; known: "
+                f"{', '.join(self.layer_names())} (or any name from layer_root().named_modules())"
+            )
+
+    def find_layer(self, name: str | None = None) -> tuple[str, nn.Module]:
+        """The one layer lookup: a named module of :meth:`layer_root`, by default the last stage.
+
+        Args:
+            name: A layer name (see :meth:`layer_names`, or any name from
+                ``layer_root().named_modules()``); ``None``: the last of
+                :meth:`layer_names` (the last stage, Grad-CAM's default).
+
+        Returns:
+            ``(name, module)``.
+
+        Raises:
+            KeyError: Unknown name (the message lists the known layers).
+            ValueError: ``name`` is None and the backbone lists no layers.
+        """
+        if name is None:
+            names = self.layer_names()
+            if not names:
+                raise ValueError(f"{self.name} lists no layers: pass the layer name explicitly")
+            name = names[-1]
+        self.require_layers([name])
+        return name, dict(self.layer_root().named_modules())[name]
+
     def forward_layers(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Run :meth:`forward` and return the outputs of the named layers.
 
@@ -187,14 +225,8 @@ class Backbone(nn.Module):
             KeyError: A name is not a module of :meth:`layer_root`.
             RuntimeError: A named module did not run during the forward.
         """
-        root = self.layer_root()
-        modules = dict(root.named_modules())
-        unknown = [name for name in layers if not name or name not in modules]
-        if unknown:
-            raise KeyError(
-                f"unknown layers {unknown} for {self.name}; known: {self.layer_names()} "
-                "(or any name from layer_root().named_modules())"
-            )
+        self.require_layers(layers)
+        modules = dict(self.layer_root().named_modules())
         outputs: dict[str, torch.Tensor] = {}
 
         def store(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -220,20 +252,13 @@ class Backbone(nn.Module):
 BackboneFactory = Callable[..., Backbone]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    factory: BackboneFactory
-    help: str
-    family: bool
-    placeholder: str = "<model>"
-
-
-_REGISTRY: dict[str, _Entry] = {}
+#: Every backbone factory; the architecture modules of ``replens.models`` register theirs on import.
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
 _ALIASES: dict[str, str] = {}
 
 
 def register_backbone(
-    name: str, *, help: str, family: bool = False, placeholder: str = "<model>"
+    name: str, *, help: str, family: bool = False, placeholder: str = "<model>", display_name: str | None = None
 ) -> Callable[[BackboneFactory], BackboneFactory]:
     """Register a backbone factory under ``name``.
 
@@ -244,6 +269,7 @@ def register_backbone(
         family: Whether the name is a prefix family (``timm``, ``open_clip``).
         placeholder: How a family's spec is shown by :func:`list_backbones`
             (``timm:<model>``).
+        display_name: How tables print it (default: the name).
 
     Returns:
         A decorator returning the factory unchanged. A factory is called as
@@ -252,19 +278,12 @@ def register_backbone(
     """
     if ":" in name:
         raise ValueError(f"backbone names cannot contain ':' ({name!r})")
-
-    def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = _Entry(factory, help.strip().splitlines()[0], family, placeholder)
-        return factory
-
-    return decorator
+    return BACKBONES.register(name, help=help, display_name=display_name, family=family, placeholder=placeholder)
 
 
 def register_alias(alias: str, target: str) -> None:
     """Make ``alias`` resolve to the backbone spec ``target`` (e.g. ``timm:vit_small_patch16_224``)."""
-    if alias in _REGISTRY or alias in _ALIASES:
+    if alias in BACKBONES or alias in _ALIASES:
         raise ValueError(f"backbone name {alias!r} is already taken")
     _ALIASES[alias] = target
 
@@ -276,19 +295,19 @@ def list_backbones() -> dict[str, str]:
     ``alias`` with ``"alias of <target>"``.
     """
     listing: dict[str, str] = {}
-    for name, entry in sorted(_REGISTRY.items()):
-        key = f"{name}:{entry.placeholder}" if entry.family else name
+    for entry in BACKBONES.entries():
+        key = f"{entry.name}:{entry.meta['placeholder']}" if entry.meta["family"] else entry.name
         listing[key] = entry.help
     for alias, target in sorted(_ALIASES.items()):
         listing[alias] = f"alias of {target}"
     return listing
 
 
-def _resolve(name: str) -> tuple[_Entry, str | None]:
+def _resolve(name: str) -> tuple[Entry[BackboneFactory], str | None]:
     spec = _ALIASES.get(name, name)
     family, sep, rest = spec.partition(":")
-    entry = _REGISTRY.get(family)
-    if entry is None or entry.family != bool(sep) or (sep and not rest):
+    entry = BACKBONES.find(family)
+    if entry is None or entry.meta["family"] != bool(sep) or (sep and not rest):
         known = ", ".join(list_backbones())
         raise KeyError(f"unknown backbone {name!r}; registered: {known}")
     return entry, (rest if sep else None)
@@ -327,9 +346,9 @@ def create_backbone(
         raise ValueError("pass either pretrained=True or weights=PATH, not both")
     entry, spec = _resolve(name)
     if spec is None:
-        backbone = entry.factory(pretrained=pretrained, **kwargs)
+        backbone = entry.obj(pretrained=pretrained, **kwargs)
     else:
-        backbone = entry.factory(spec, pretrained=pretrained, **kwargs)
+        backbone = entry.obj(spec, pretrained=pretrained, **kwargs)
     if not isinstance(backbone, Backbone):
         raise TypeError(f"factory of {name!r} returned {type(backbone).__name__}, not a Backbone")
     backbone.name = name

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from replens.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, register_backbone
-from replens.models.weights import WeightsError
+from replens.models.weights import load_weights
 
 __all__ = ["CifarResNet", "OptionAShortcut", "CifarBasicBlock"]
 
@@ -124,25 +124,32 @@ class CifarResNet(Backbone):
         return names
 
 
-def _no_hub(name: str) -> WeightsError:
-    return WeightsError(
-        f"{name} has no hub weights; pass a file with weights=PATH, e.g. the akamaster "
-        "checkpoint cifar10_resnet20.th / cifar10_resnet56.th "
-        "(github.com/akamaster/pytorch_resnet_cifar10)"
-    )
+#: akamaster's published CIFAR-10 checkpoints (github.com/akamaster/pytorch_resnet_cifar10); the hex in
+#: their names is not a documented checksum, so none is checked.
+AKAMASTER_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{}"
+AKAMASTER_FILES = {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}
+
+
+def _make(depth: int, pretrained: bool, num_classes: int) -> CifarResNet:
+    model = CifarResNet(depth=depth, num_classes=num_classes)
+    if pretrained:
+        from replens.hub import checkpoints_dir, fetch_url
+
+        name = AKAMASTER_FILES[depth]
+        path = fetch_url(AKAMASTER_URL.format(name), checkpoints_dir() / name, kind="weights", sha256="",
+                         what=f"cifar_resnet{depth} CIFAR-10 weights ({name})",
+                         hint=f"or pass a file: create_backbone('cifar_resnet{depth}', weights=PATH)")
+        load_weights(model, path, strict=num_classes == 10)
+    return model
 
 
 @register_backbone("cifar_resnet20", help="He et al. CIFAR ResNet-20, option-A shortcuts (0.27 M params, r=64)")
 def cifar_resnet20(*, pretrained: bool = False, num_classes: int = 10) -> CifarResNet:
-    """CIFAR ResNet-20; load akamaster weights with ``weights=PATH``."""
-    if pretrained:
-        raise _no_hub("cifar_resnet20")
-    return CifarResNet(depth=20, num_classes=num_classes)
+    """CIFAR ResNet-20; ``pretrained`` fetches akamaster's CIFAR-10 checkpoint."""
+    return _make(20, pretrained, num_classes)
 
 
 @register_backbone("cifar_resnet56", help="He et al. CIFAR ResNet-56, option-A shortcuts (0.85 M params, r=64)")
 def cifar_resnet56(*, pretrained: bool = False, num_classes: int = 10) -> CifarResNet:
-    """CIFAR ResNet-56; load akamaster weights with ``weights=PATH``."""
-    if pretrained:
-        raise _no_hub("cifar_resnet56")
-    return CifarResNet(depth=56, num_classes=num_classes)
+    """CIFAR ResNet-56; ``pretrained`` fetches akamaster's CIFAR-10 checkpoint."""
+    return _make(56, pretrained, num_classes)

@@ -38,11 +38,9 @@ Swin stages, are not supported); (B, N, D) tokens are pooled with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +53,7 @@ from tqdm.auto import tqdm
 
 from replens.data.base import BadImageGuard, collate_samples, iterate_batches
 from replens.models.backbone import Backbone
+from replens.runs import atomic_write
 
 __all__ = [
     "Embeddings",
@@ -69,7 +68,18 @@ VERSION = 1
 TokenPool = Literal["mean", "cls"]
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 # arguments that must match for a resume to continue an existing directory
-_RESUME_KEYS = ("model", "layer", "normalize", "token_pool", "dtype", "chunk_size", "num_samples")
+_RESUME_KEYS = ("model", "weights_sha256", "source", "image_size", "layer", "normalize", "token_pool", "dtype",
+                "chunk_size", "num_samples")
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and bytes): which weights made a result."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 class EmbeddingsError(RuntimeError):
@@ -147,32 +157,20 @@ def pool_features(output: torch.Tensor, *, token_pool: TokenPool = "mean", num_p
     raise ValueError(f"cannot pool a layer output of shape {tuple(output.shape)}")
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, array, allow_pickle=False)
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _save_json(path: Path, obj: Any) -> None:
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(obj, handle, indent=1)
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _chunk_stem(k: int) -> str:
@@ -237,7 +235,6 @@ def _init_meta(out_dir: Path, wanted: dict[str, Any], source: Dataset, overwrite
         **wanted,
         "dim": None,
         "count": 0,
-        "source": getattr(source, "spec", None),
         "classes": list(getattr(source, "classes", []) or []),
         "domain_names": list(getattr(source, "domain_names", []) or []),
         "chunks": [],
@@ -299,6 +296,9 @@ def extract_features(
     num_samples = len(source)  # type: ignore[arg-type]
     wanted = {
         "model": getattr(backbone, "name", type(backbone).__name__),
+        "weights_sha256": state_digest(backbone),
+        "source": getattr(source, "spec", None),
+        "image_size": getattr(source, "image_size", None),
         "layer": layer,
         "normalize": bool(normalize),
         "token_pool": token_pool,

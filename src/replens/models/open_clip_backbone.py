@@ -10,8 +10,8 @@ ResNets.
 A pretrained tag names the weights, so ``open_clip:ViT-B-32:openai`` loads them
 (like ``pretrained=True``); ``pretrained=True`` without a tag uses the model's
 first listed tag. Weights are read from open_clip's caches (the Hugging Face
-hub cache, or ``~/.cache/clip`` for URL weights); without them and without a
-network, a :class:`~replens.models.weights.WeightsError` says what to do.
+hub cache, or ``~/.cache/clip`` for URL weights) and downloaded there on first
+use by :mod:`replens.hub` (``REPLENS_OFFLINE=1`` turns that off).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from replens.models.backbone import Backbone, register_backbone
-from replens.models.weights import WeightsError, require_network
+from replens.models.weights import WeightsError
 
-__all__ = ["OpenClipBackbone"]
+__all__ = ["OpenClipBackbone", "open_clip_weights_file"]
 
 
 class OpenClipBackbone(Backbone):
@@ -76,38 +76,38 @@ class OpenClipBackbone(Backbone):
         return {f"visual.{k}": v for k, v in state.items()}
 
 
-def _cached_open_clip_file(model: str, tag: str, cfg: dict[str, Any]) -> tuple[str | None, list[str], str]:
-    """Find cached weights for (model, tag): (path or None, places looked, download url/host)."""
+def open_clip_weights_file(model: str, tag: str, cfg: dict[str, Any]) -> str:
+    """The cached weights of an open_clip (model, tag), downloaded on first use (:mod:`replens.hub`).
+
+    Hub weights (``cfg["hf_hub"]``, a ``.safetensors`` twin first) go to the
+    Hugging Face cache, URL weights to open_clip's ``~/.cache/clip``.
+
+    Raises:
+        replens.hub.DownloadError: Not cached and not downloadable (offline, unreachable, corrupt).
+    """
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
-    looked: list[str] = []
-    source = ""
-    if cfg.get("file"):
-        looked.append(cfg["file"])
-        if os.path.isfile(cfg["file"]):
-            return cfg["file"], looked, source
-    if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.constants import HF_HUB_CACHE
+    from replens.hub import RemoteFileMissing, fetch_hf_any, fetch_url
 
+    if cfg.get("file") and os.path.isfile(cfg["file"]):
+        return str(cfg["file"])
+    what = f"open_clip:{model}:{tag} weights"
+    hint = f"or pass a file: create_backbone('open_clip:{model}', weights=PATH) / --vl-weights PATH"
+    if cfg.get("hf_hub"):
         # open_clip writes 'org/repo/' (default file names) or 'org/repo/file.bin'
         repo, filename = os.path.split(cfg["hf_hub"])
         names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
         if filename.endswith((".bin", ".pth")):
             names.insert(0, filename[:-4] + ".safetensors")
-        for name in names:
-            found = try_to_load_from_cache(repo, name)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found, looked, source
-        looked.append(f"{HF_HUB_CACHE}/models--{repo.replace('/', '--')} ({', '.join(names)})")
-        source = f"https://huggingface.co/{repo}"
-    if cfg.get("url"):
-        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
-        looked.append(cached)
-        if os.path.isfile(cached):
-            return cached, looked, source
-        source = source or cfg["url"]
-    return None, looked, source
+        try:
+            return str(fetch_hf_any(repo, names, what=what, hint=hint))
+        except RemoteFileMissing:
+            if not cfg.get("url"):
+                raise
+    if not cfg.get("url"):
+        raise WeightsError(f"open_clip {model}:{tag} names no weights file, hub repository or URL")
+    dest = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
+    return str(fetch_url(cfg["url"], dest, kind="weights", what=what, hint=hint))
 
 
 @register_backbone(
@@ -142,20 +142,7 @@ def open_clip_backbone(spec: str, *, pretrained: bool = False, **kwargs: Any) ->
             tags = open_clip.list_pretrained_tags_by_model(model_name)
             raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
         mean, std = cfg.get("mean", mean), cfg.get("std", std)
-        checkpoint, looked, source = _cached_open_clip_file(model_name, tag, cfg)
-        if checkpoint is None:
-            how = (
-                f"Run open_clip.create_model('{model_name}', pretrained='{tag}') on a connected "
-                "machine and copy its cache, or pass "
-                f"create_backbone('open_clip:{model_name}', weights=PATH)."
-            )
-            require_network(source or "huggingface.co", f"open_clip:{model_name}:{tag}", looked, how)
-            try:
-                from open_clip.pretrained import download_pretrained
-
-                checkpoint = download_pretrained(cfg)
-            except Exception as exc:  # network/hub errors: re-raised as one clear error
-                raise WeightsError(f"downloading open_clip:{model_name}:{tag} failed: {exc}. {how}") from None
+        checkpoint = open_clip_weights_file(model_name, tag, cfg)
         kwargs.setdefault("force_quick_gelu", bool(cfg.get("quick_gelu", False)))
     model = open_clip.create_model(model_name, pretrained=checkpoint, **kwargs)
     visual = model.visual

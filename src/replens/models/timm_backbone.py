@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from replens.models.backbone import Backbone, register_alias, register_backbone
-from replens.models.weights import WeightsError, require_network
+from replens.models.weights import WeightsError
 
-__all__ = ["TimmBackbone"]
+__all__ = ["TimmBackbone", "create_timm_model", "timm_weights_file"]
 
 
 class TimmBackbone(Backbone):
@@ -82,60 +82,49 @@ class TimmBackbone(Backbone):
         return state
 
 
-def _cached_timm_file(model_name: str) -> tuple[str | None, list[str], str]:
-    """Find cached weights of a timm model: (path or None, places looked, download url/host)."""
+def timm_weights_file(model_name: str) -> Path:
+    """The cached weights file of a pretrained timm model, downloaded on first use (:mod:`replens.hub`).
+
+    The model's Hugging Face hub files (``model.safetensors`` before
+    ``pytorch_model.bin``) go to the hub cache, URL weights to the torch-hub cache.
+
+    Raises:
+        WeightsError: The model has no pretrained weights.
+        replens.hub.DownloadError: Not cached and not downloadable (offline, unreachable, corrupt).
+    """
     import timm.models
 
-    cfg = timm.models.get_pretrained_cfg(model_name)
-    if cfg is None:
-        raise WeightsError(f"timm model {model_name!r} has no pretrained weights; pass weights=PATH")
-    looked: list[str] = []
-    source = ""
-    if cfg.file:
-        looked.append(str(cfg.file))
-        if Path(cfg.file).is_file():
-            return str(cfg.file), looked, source
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.constants import HF_HUB_CACHE
+    from replens.hub import RemoteFileMissing, checkpoints_dir, fetch_hf_any, fetch_url
 
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not (cfg.file or cfg.hf_hub_id or cfg.url):
+        raise WeightsError(f"timm model {model_name!r} has no pretrained weights; pass weights=PATH")
+    if cfg.file and Path(cfg.file).is_file():
+        return Path(cfg.file)
+    what, hint = f"timm:{model_name} weights", f"or pass create_backbone('timm:{model_name}', weights=PATH)"
+    if cfg.hf_hub_id:
         repo, _, revision = cfg.hf_hub_id.partition("@")
         names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        for filename in names:
-            found = try_to_load_from_cache(repo, filename, revision=revision or None)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found, looked, source
-        looked.append(f"{HF_HUB_CACHE}/models--{repo.replace('/', '--')} ({', '.join(names)})")
-        source = f"https://huggingface.co/{repo}"
-    if cfg.url:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
-        looked.append(str(cached))
-        if cached.is_file():
-            return str(cached), looked, source
-        source = source or cfg.url
-    return None, looked, source
+        try:
+            return fetch_hf_any(repo, names, revision=revision or None, what=what, hint=hint)
+        except RemoteFileMissing:
+            if not cfg.url:
+                raise
+    return fetch_url(cfg.url, checkpoints_dir() / os.path.basename(cfg.url), kind="weights", what=what, hint=hint)
 
 
 def create_timm_model(model_name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` that reads weights from the cache and fails clearly offline."""
+    """``timm.create_model`` with pretrained weights fetched through :mod:`replens.hub`."""
     import timm
 
+    if not timm.is_model(model_name):
+        close = timm.list_models(f"*{model_name.split('.')[0][:12]}*")[:5]
+        raise KeyError(f"unknown timm model {model_name!r}" + (f"; similar: {', '.join(close)}" if close else
+                                                                 "; see timm.list_models()"))
     if not pretrained:
         return timm.create_model(model_name, pretrained=False, **kwargs)
-    found, looked, source = _cached_timm_file(model_name)
-    if found is not None:
-        overlay = {"file": found, "source": None}
-        return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    how = (
-        f"Download the weights on a connected machine (timm.create_model('{model_name}', "
-        "pretrained=True) fills the cache) and copy the cache, or pass "
-        f"create_backbone('timm:{model_name}', weights=PATH)."
-    )
-    require_network(source or "huggingface.co", f"timm:{model_name}", looked, how)
-    try:
-        return timm.create_model(model_name, pretrained=True, **kwargs)
-    except Exception as exc:  # network/hub errors: re-raised as one clear error
-        raise WeightsError(f"downloading weights of timm:{model_name} failed: {exc}. {how}") from None
+    overlay = {"file": str(timm_weights_file(model_name)), "source": None}
+    return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
 
 
 @register_backbone("timm", help="any timm model, e.g. timm:resnet50, timm:vit_small_patch16_224", family=True)

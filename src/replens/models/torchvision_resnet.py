@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from replens.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, register_backbone
-from replens.models.weights import WeightsError, read_state_dict, require_network
+from replens.models.weights import read_state_dict
 
 __all__ = ["TorchvisionResNet", "torchvision_weights_file"]
 
@@ -104,24 +104,19 @@ def torchvision_weights_file(weights_name: str) -> tuple[str, Path]:
     """
     import torchvision
 
-    enum = torchvision.models.get_weight(weights_name)
-    url = enum.url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    from replens.hub import checkpoints_dir
+
+    url = torchvision.models.get_weight(weights_name).url
+    return url, checkpoints_dir() / os.path.basename(url)
 
 
 def _pretrained_state(arch: str, weights_name: str) -> dict[str, torch.Tensor]:
+    from replens.hub import fetch_url
+
     url, cached = torchvision_weights_file(weights_name)
-    if not cached.is_file():
-        how = (
-            f"Download {url} on a connected machine and copy it to {cached}, or pass "
-            f"weights=PATH to create_backbone('{arch}', weights=...)."
-        )
-        require_network(url, f"torchvision {weights_name}", str(cached), how)
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(cached), hash_prefix=None, progress=True)
-        except Exception as exc:  # urllib/hash errors: re-raised as one clear error
-            raise WeightsError(f"downloading {url} to {cached} failed: {exc}. {how}") from None
+    # the sha256 prefix in the file name (resnet18-f37072fd.pth) is checked, as torch.hub does
+    hint = f"or pass a file: create_backbone('{arch}', weights=PATH)"
+    fetch_url(url, cached, kind="weights", what=f"torchvision {weights_name} ({cached.name})", hint=hint)
     return read_state_dict(cached)
 
 

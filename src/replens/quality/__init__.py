@@ -1,7 +1,14 @@
 """Representation quality (seed chapter 3): discriminative features, Q-Score, failure prediction,
 compression, peer metrics, Q-Score regularised fine-tuning and saliency IoU.
 
-Typical use::
+The whole pipeline in one call (what ``replens qscore`` runs)::
+
+    from replens.quality import score
+
+    report = score("runs/emb-train", test="runs/emb-test", labels=True, eps=2.0)
+    report.save("runs/qscore")                                           # QScoreReport.load reads it back
+
+The pieces::
 
     from replens.quality import qscore_embeddings, failure_prediction, probe_correctness
 
@@ -24,8 +31,9 @@ from replens.quality.analysis import (
     prediction_confidence,
     representation_sparsity,
 )
-from replens.quality.compression import DEFAULT_FRACTIONS, band_for_fraction, compression_curve
+from replens.quality.compression import DEFAULT_FRACTIONS, band_for_fraction, compression_curve, compression_series
 from replens.quality.failure import FailureReport, failure_prediction, probe_correctness, rank_failures
+from replens.quality.pipeline import QScoreConfig, QScoreReport, score
 from replens.quality.qscore import (
     DEFAULT_BAND,
     DEFAULT_EPS,
@@ -34,6 +42,7 @@ from replens.quality.qscore import (
     QScoreResult,
     QScoreStream,
     band_features,
+    eps_for_dim,
     feature_order,
     iter_row_blocks,
     load_feature_sets,
@@ -61,6 +70,7 @@ from replens.quality.spectrum import alpha_req, covariance_eigenvalues, rankme, 
 __all__ = [
     "DEFAULT_BAND",
     "DEFAULT_EPS",
+    "eps_for_dim",
     "DEFAULT_FRACTIONS",
     "DiscriminativeTarget",
     "EmbeddingChunks",
@@ -68,7 +78,9 @@ __all__ = [
     "LassoRegularizer",
     "NonFiniteRowsError",
     "ProjectedRepresentation",
+    "QScoreConfig",
     "QScoreRegularizer",
+    "QScoreReport",
     "QScoreResult",
     "QScoreStream",
     "QualityAssessment",
@@ -82,6 +94,7 @@ __all__ = [
     "class_activation_share",
     "class_feature_means",
     "compression_curve",
+    "compression_series",
     "covariance_eigenvalues",
     "discriminative_cams",
     "failure_prediction",
@@ -101,6 +114,7 @@ __all__ = [
     "rankme",
     "representation_sparsity",
     "saliency_iou",
+    "score",
     "spectrum_metrics",
     "tail_features",
 ]

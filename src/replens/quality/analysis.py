@@ -305,7 +305,7 @@ class ProjectedRepresentation(torch.nn.Module):
     Grad-CAM of a principal component (appendix A.4, Figure A.6) is Grad-CAM of
     one output of this module: ``(h / ||h|| - mean) @ components.T``. It keeps
     the backbone interface Grad-CAM helpers use (``preprocess``, ``layer_names``,
-    ``layer_root``).
+    ``layer_root``, ``find_layer``).
 
     Args:
         backbone: A :class:`~replens.models.Backbone`.
@@ -334,6 +334,10 @@ class ProjectedRepresentation(torch.nn.Module):
 
     def layer_root(self) -> torch.nn.Module:
         return self.backbone.layer_root()
+
+    def find_layer(self, name: str | None = None) -> tuple[str, torch.nn.Module]:
+        """The backbone's :meth:`~replens.models.Backbone.find_layer`."""
+        return self.backbone.find_layer(name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.nn.functional.normalize(self.backbone(x).float(), dim=1)

@@ -17,11 +17,18 @@ on the test split, using:
 
 All methods use the L2-normalised representations, like the rest of the
 chapter's analysis; the probe standardises its inputs.
+
+One schema: :func:`compression_curve` returns the curve (one record per kept
+size, ``metrics.json``'s ``compression``); :func:`compression_series` is its
+only plotted form, ``{"k", "curves", "full"}`` (the audit summary's
+``compression`` section), which :func:`replens.quality.plots.plot_compression`
+draws.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,9 +36,26 @@ from tqdm.auto import tqdm
 
 from replens.quality.qscore import DEFAULT_BAND, band_features, tail_features
 
-__all__ = ["DEFAULT_FRACTIONS", "band_for_fraction", "compression_curve"]
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "SELECTIONS",
+    "band_for_fraction",
+    "check_series",
+    "compression_curve",
+    "compression_series",
+    "float_values",
+]
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9)
+
+#: The selection methods of a curve, in plotting order: series name -> key of a curve point (random: the mean).
+SELECTIONS: dict[str, str] = {
+    "discriminative": "discriminative",
+    "random": "random_mean",
+    "pca": "pca",
+    "lower_tail": "lower_tail",
+    "upper_tail": "upper_tail",
+}
 
 
 def band_for_fraction(fraction: float, reference: tuple[float, float] = DEFAULT_BAND) -> tuple[float, float]:
@@ -127,3 +151,74 @@ def compression_curve(
         })
     return {"full": accuracy(lambda x: x), "dim": dim, "points": points, "reference_band": list(reference_band),
             "seeds": seeds}
+
+
+def compression_series(
+    curve: Mapping[str, Any], selections: Sequence[str] = tuple(SELECTIONS), *, spread: bool = False
+) -> dict[str, Any]:
+    """The plotted form of a :func:`compression_curve` result.
+
+    Args:
+        curve: ``compression_curve``'s output (``points``, ``full``).
+        selections: Series to keep, names of :data:`SELECTIONS`.
+        spread: Also give the random subsets' std under ``"std"``.
+
+    Returns:
+        ``{"k": [size per point], "curves": {selection: [accuracy per point]}, "full": accuracy}``
+        (plus ``"std": {"random": [...]}`` with ``spread``); accuracies in percent.
+    """
+    unknown = [name for name in selections if name not in SELECTIONS]
+    if unknown:
+        raise KeyError(f"unknown compression selections {unknown}; known: {list(SELECTIONS)}")
+    points = list(curve.get("points") or [])
+    series: dict[str, Any] = {
+        "k": [p["size"] for p in points],
+        "curves": {name: [p[SELECTIONS[name]] for p in points] for name in selections},
+        "full": curve["full"],
+    }
+    if spread and "random" in selections:
+        series["std"] = {"random": [p["random_std"] for p in points]}
+    return series
+
+
+def float_values(values: Any, key: str) -> np.ndarray:
+    """A 1-D float array of ``values`` (e.g. a list read from a JSON summary); ``None`` entries become NaN.
+
+    Raises:
+        ValueError: ``values`` is not a flat list of numbers (``key`` names it).
+    """
+    if values is None:
+        return np.zeros(0)
+    try:
+        arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"summary key {key!r} must be a list of numbers: {err}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"summary key {key!r} must be a flat list of numbers, got shape {arr.shape}")
+    return arr
+
+
+def check_series(series: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """Validate a :func:`compression_series` dict (e.g. read back from a summary).
+
+    Returns:
+        ``(k, curves, std, full)`` as float arrays (``None`` entries NaN; ``full`` NaN when absent).
+
+    Raises:
+        ValueError: A value is not a list of numbers, or a series' length differs from ``k``
+            (the key, e.g. ``compression.curves.pca``, is named).
+    """
+    k = float_values(series.get("k"), "compression.k")
+    parsed: dict[str, dict[str, np.ndarray]] = {"curves": {}, "std": {}}
+    for part in parsed:
+        for name, values in (series.get(part) or {}).items():
+            y = float_values(values, f"compression.{part}.{name}")
+            if len(y) != len(k):
+                raise ValueError(f"summary key 'compression.{part}.{name}' has {len(y)} values for {len(k)} k")
+            parsed[part][str(name)] = y
+    full = series.get("full")
+    try:
+        full_value = math.nan if isinstance(full, bool) or full is None else float(full)
+    except (TypeError, ValueError):
+        full_value = math.nan
+    return k, parsed["curves"], parsed["std"], full_value

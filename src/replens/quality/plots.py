@@ -5,12 +5,15 @@ Every file is written atomically (``replens.runs.atomic_write``).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from replens.plotting import new_figure, save_figure
+from replens.quality.compression import check_series, compression_series
 from replens.quality.failure import FailureReport
 from replens.quality.qscore import QScoreResult, feature_order
 
@@ -20,6 +23,7 @@ __all__ = [
     "plot_activation_percentages",
     "plot_cam_grid",
     "plot_class_heatmaps",
+    "draw_compression",
     "plot_compression",
     "plot_grouped_bars",
     "plot_pr",
@@ -83,25 +87,73 @@ def plot_pr(reports: dict[str, FailureReport], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_compression(curve: dict[str, Any], path: str | Path) -> Path:
-    """Probe accuracy vs kept features for every selection method (Figures 3.2, A.5, A.7)."""
+def plot_compression(curve: Mapping[str, Any], path: str | Path) -> Path:
+    """Probe accuracy vs kept features for every selection method (Figures 3.2, A.5, A.7).
+
+    The one compression plot (the audit report's figure too, see :func:`draw_compression`).
+
+    Args:
+        curve: A :func:`~replens.quality.compression_curve` result (every selection, the random
+            subsets' std as error bars) or a :func:`~replens.quality.compression.compression_series`.
+        path: The PNG to write.
+    """
+    series = compression_series(curve, spread=True) if "points" in curve else curve
+    return draw_compression(series, path)[0]
+
+
+def draw_compression(series: Mapping[str, Any], path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Draw a compression series: one line per selection, the full representation dashed.
+
+    The x axis is log2 when the sizes span more than a factor 8; a selection
+    with a ``std`` entry gets error bars.
+
+    Returns:
+        ``(path, values)``; ``values = {"k": [...], "curves": {selection: [...]}, "full": value}``
+        read back from the drawn lines.
+
+    Raises:
+        ValueError: See :func:`~replens.quality.compression.check_series`.
+    """
+    k, curves, spread, full = check_series(series)
     fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot()
-    points = curve["points"]
-    sizes = np.array([p["size"] for p in points])
-    ax.plot(sizes, [p["discriminative"] for p in points], "o-", label="discriminative (A band)", linewidth=2)
-    mean = np.array([p["random_mean"] for p in points])
-    std = np.array([p["random_std"] for p in points])
-    ax.errorbar(sizes, mean, yerr=std, fmt="s--", capsize=3, label=f"random ({curve['seeds']} seeds)")
-    ax.plot(sizes, [p["pca"] for p in points], "^-", label="PCA")
-    ax.plot(sizes, [p["lower_tail"] for p in points], "v:", label="lower tail of A")
-    ax.plot(sizes, [p["upper_tail"] for p in points], "d:", label="upper tail of A")
-    ax.axhline(curve["full"], color="0.4", linestyle="--", linewidth=1, label=f"all {curve['dim']} features")
-    ax.set_xlabel("features kept")
+    markers = "os^vdP*X"
+    drawn: dict[str, list[float]] = {}
+    for j, (selection, y) in enumerate(curves.items()):
+        label = _COMPRESSION_LABELS.get(selection, selection).replace("$", r"\$")
+        style = {"marker": markers[j % len(markers)], "label": label, "linewidth": 2 if j == 0 else 1.5}
+        if selection in spread:
+            container = ax.errorbar(k, y, yerr=spread[selection], capsize=3, **style)
+            line = container.lines[0]
+        else:
+            (line,) = ax.plot(k, y, **style)
+        drawn[selection] = [float(v) for v in line.get_ydata()]
+    if not math.isnan(full):
+        ax.axhline(full, color="0.35", linestyle="--", linewidth=1, label=f"full representation ({full:.1f})")
+    finite_k = k[np.isfinite(k)]
+    if len(finite_k) and finite_k.min() > 0 and finite_k.max() / finite_k.min() > 8:
+        ax.set_xscale("log", base=2)
+        if len(finite_k) <= 12:
+            ax.set_xticks(finite_k, [f"{v:g}" for v in finite_k])
+            ax.minorticks_off()
+    ax.set_xlabel("features kept (k)")
     ax.set_ylabel("linear probe top-1 (%)")
-    ax.set_title("Compression with discriminative features")
-    ax.legend(loc="lower right", fontsize=8)
-    return save_figure(fig, path)
+    ax.set_title("Compression: accuracy vs number of features")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    if not drawn:
+        ax.text(0.5, 0.5, "no curves", ha="center", va="center", transform=ax.transAxes)
+    return save_figure(fig, path), {"k": k.tolist(), "curves": drawn, "full": full}
+
+
+_COMPRESSION_LABELS = {
+    "discriminative": "discriminative (A band)",
+    "random": "random subsets",
+    "pca": "PCA",
+    "lower_tail": "lower tail of A",
+    "upper_tail": "upper tail of A",
+}
 
 
 _BAND_COLOURS = {"lower": "tab:orange", "discriminative": "tab:blue", "upper": "tab:red"}

@@ -1,6 +1,6 @@
 """Saliency IoU of discriminative features against core and spurious masks (seed section 3.5).
 
-For image ``i``, the Grad-CAM heatmap (pytorch-grad-cam) of its discriminative
+For image ``i``, the Grad-CAM heatmap (:mod:`replens.models.gradcam`) of its discriminative
 features uses the target ``sum_{j in L_i & D} h_ij`` (the sample's own highly
 activating discriminative features, recomputed from the model output; the
 seed "combines each individual feature heatmap") at the last stage of the
@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
 
 from replens.data.base import DataError, ImageSource, decode_image
+from replens.models.gradcam import DiscriminativeSetTarget, cam_layers, grad_cam
 from replens.quality.qscore import DEFAULT_EPS
 
 __all__ = [
@@ -48,12 +47,8 @@ __all__ = [
 ]
 
 
-class DiscriminativeTarget:
-    """pytorch-grad-cam target: the sum of a sample's highly activating discriminative features.
-
-    ``L_i`` is recomputed from the (normalised, detached) model output, so one
-    target object serves every sample. Calling it on an output without such a
-    feature returns a zero that still depends on the graph (a zero heatmap).
+class DiscriminativeTarget(DiscriminativeSetTarget):
+    """:class:`~replens.models.gradcam.DiscriminativeSetTarget` with Q-Score's default ``epsilon``.
 
     Args:
         discriminative: Indices of ``D``.
@@ -61,50 +56,7 @@ class DiscriminativeTarget:
     """
 
     def __init__(self, discriminative: Sequence[int] | np.ndarray, eps: float = DEFAULT_EPS) -> None:
-        self.discriminative = torch.as_tensor(np.asarray(discriminative, dtype=np.int64))
-        self.eps = float(eps)
-
-    def features(self, output: torch.Tensor) -> torch.Tensor:
-        """Indices of ``L_i & D`` for one representation (r,)."""
-        with torch.no_grad():
-            hn = F.normalize(output.detach().float(), dim=0)
-            std, mean = torch.std_mean(hn, correction=0)
-            active = torch.nonzero(hn > mean + self.eps * std).flatten()
-        disc = self.discriminative.to(active.device)
-        return active[torch.isin(active, disc)]
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        return output[self.features(output)].sum()
-
-
-class _Representation(nn.Module):
-    """The backbone's representation as the model Grad-CAM differentiates."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-
-def _token_reshape(prefix: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    def reshape(tensor: torch.Tensor) -> torch.Tensor:
-        tokens = tensor[:, prefix:]
-        side = int(round(tokens.shape[1] ** 0.5))
-        if side * side != tokens.shape[1]:
-            raise ValueError(f"cannot lay {tokens.shape[1]} tokens out on a square grid for Grad-CAM")
-        return tokens.reshape(tokens.shape[0], side, side, tokens.shape[2]).permute(0, 3, 1, 2)
-
-    return reshape
-
-
-def _target_layer(backbone: Any, layer: str | None) -> tuple[str, nn.Module]:
-    name = layer if layer is not None else backbone.layer_names()[-1]
-    modules = dict(backbone.layer_root().named_modules())
-    if name not in modules:
-        raise KeyError(f"unknown layer {name!r} for {backbone.name}; known: {backbone.layer_names()}")
-    return name, modules[name]
+        super().__init__(discriminative, eps)
 
 
 def discriminative_cams(
@@ -132,37 +84,20 @@ def discriminative_cams(
         (pytorch-grad-cam's per-image min-max scaling; all zero when the image
         has no target) and (B,) the number of features in each target.
 
-    The Grad-CAM hooks are released in every case (no context manager: its
-    ``__exit__`` swallows IndexError).
+    Grad-CAM is :func:`replens.models.gradcam.grad_cam` on the stage as one
+    module (all images in one pass); its hooks are released in every case.
     """
-    from pytorch_grad_cam import GradCAM
-
-    _, module = _target_layer(backbone, layer)
-    was_training = backbone.training
-    model = _Representation(backbone).to(device).eval()
-    x = backbone.preprocess(images.to(device))
+    backbone.to(device)
     target = DiscriminativeTarget(discriminative, eps)
-    with torch.no_grad():
-        outputs = backbone(x)
-    n_targets = np.array([len(target.features(o)) for o in outputs], dtype=np.int64)
-    reshape = _token_reshape(int(getattr(backbone, "num_prefix_tokens", 0)))
-    probe: dict[str, int] = {}
-
-    def record_ndim(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        probe["ndim"] = (output[0] if isinstance(output, tuple | list) else output).ndim
-
-    handle = module.register_forward_hook(record_ndim)
+    was_training = backbone.training
+    backbone.eval()
     try:
         with torch.no_grad():
-            backbone(x[:1])
+            outputs = backbone(backbone.preprocess(images))
     finally:
-        handle.remove()
-    cam = GradCAM(model=model, target_layers=[module], reshape_transform=reshape if probe.get("ndim") == 3 else None)
-    try:
-        heat = cam(input_tensor=x, targets=[target] * len(x))
-    finally:
-        cam.activations_and_grads.release()
         backbone.train(was_training)
+    n_targets = np.array([len(target.features(o)) for o in outputs], dtype=np.int64)
+    heat = grad_cam(backbone, images, target, target_layers=cam_layers(backbone, layer, blocks=False))
     heat = np.asarray(heat, dtype=np.float32)
     heat[n_targets == 0] = 0.0
     return heat, n_targets
@@ -250,7 +185,7 @@ def saliency_iou(
     if not (hasattr(source, "core_mask") and hasattr(source, "spurious_mask")):
         raise TypeError(f"{type(source).__name__} has no core_mask/spurious_mask: saliency IoU needs masked images "
                         "(a world source, or SalientImageNetSource)")
-    layer_name, _ = _target_layer(backbone, layer)
+    layer_name, _ = backbone.find_layer(layer)
     indices = np.asarray(indices, dtype=np.int64)
     iou_core = np.full(len(indices), np.nan)
     iou_sp = np.full(len(indices), np.nan)

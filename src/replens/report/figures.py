@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from replens.plotting import new_figure, save_figure
+from replens.quality.compression import float_values as _floats
 from replens.quality.failure import FailureReport, failure_prediction
-from replens.quality.plots import plot_pr, plot_roc
+from replens.quality.plots import draw_compression, plot_pr, plot_roc
 
 __all__ = [
     "RenderedFigure",
@@ -65,23 +66,6 @@ class RenderedFigure:
 def _plain(text: Any) -> str:
     """``text`` shown literally by matplotlib (no mathtext on ``$...$``)."""
     return str(text).replace("$", r"\$")
-
-
-def _floats(values: Any, key: str) -> np.ndarray:
-    """A 1-D float array of ``values``; ``None`` entries become NaN.
-
-    Raises:
-        ValueError: ``values`` is not a list of numbers (``key`` names it).
-    """
-    if values is None:
-        return np.zeros(0)
-    try:
-        arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"summary key {key!r} must be a list of numbers: {err}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"summary key {key!r} must be a flat list of numbers, got shape {arr.shape}")
-    return arr
 
 
 def _seq(values: Any) -> list[Any]:
@@ -289,8 +273,11 @@ def pr_figure(qscore: Mapping[str, Any], path: str | Path, name: str = "Q-Score"
 def compression_figure(compression: Mapping[str, Any], path: str | Path) -> RenderedFigure:
     """Probe accuracy vs features kept, one line per selection, the full representation dashed (seed Fig. 3.2).
 
+    The one compression plot, :func:`replens.quality.plots.draw_compression`.
+
     Args:
-        compression: ``{"k": [...], "curves": {selection: [accuracy per k]}, "full": accuracy}``.
+        compression: ``{"k": [...], "curves": {selection: [accuracy per k]}, "full": accuracy}``
+            (:func:`replens.quality.compression.compression_series`).
         path: The PNG to write.
 
     Returns:
@@ -299,38 +286,7 @@ def compression_figure(compression: Mapping[str, Any], path: str | Path) -> Rend
     Raises:
         ValueError: A curve's length differs from ``k`` (the selection is named).
     """
-    k = _floats(compression.get("k"), "compression.k")
-    curves = compression.get("curves") or {}
-    fig = new_figure(6.5, 4.5)
-    ax = fig.add_subplot()
-    markers = "os^vdP*X"
-    drawn: dict[str, list[float]] = {}
-    for j, (selection, values) in enumerate(curves.items()):
-        y = _floats(values, f"compression.curves.{selection}")
-        if len(y) != len(k):
-            raise ValueError(f"summary key 'compression.curves.{selection}' has {len(y)} values for {len(k)} k")
-        (line,) = ax.plot(
-            k, y, marker=markers[j % len(markers)], label=_plain(selection), linewidth=2 if j == 0 else 1.5
-        )
-        drawn[str(selection)] = [float(v) for v in line.get_ydata()]
-    full = _number(compression.get("full"))
-    if not math.isnan(full):
-        ax.axhline(full, color="0.35", linestyle="--", linewidth=1, label=f"full representation ({full:.1f})")
-    finite_k = k[np.isfinite(k)]
-    if len(finite_k) and finite_k.min() > 0 and finite_k.max() / finite_k.min() > 8:
-        ax.set_xscale("log", base=2)
-        if len(finite_k) <= 12:
-            ax.set_xticks(finite_k, [f"{v:g}" for v in finite_k])
-            ax.minorticks_off()
-    ax.set_xlabel("features kept (k)")
-    ax.set_ylabel("probe top-1 (%)")
-    ax.set_title("Compression: accuracy vs number of features")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
-    if not drawn:
-        ax.text(0.5, 0.5, "no curves", ha="center", va="center", transform=ax.transAxes)
-    return RenderedFigure(save_figure(fig, path), {"k": k.tolist(), "curves": drawn, "full": full})
+    return RenderedFigure(*draw_compression(compression, path))
 
 
 # --------------------------------------------------------------------------- image grids

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from replens.pages import html_page
 from replens.report import figures as figs
 from replens.runs import atomic_write_text
 
@@ -40,6 +41,7 @@ SECTIONS: dict[str, str] = {
     "overview": "Overview",
     "accuracy": "Accuracy per domain",
     "qscore": "Q-Score",
+    "encoding": "What single features encode",
     "failures": "Likely failures",
     "groups": "Explained feature groups",
     "compression": "Compression curve",
@@ -51,6 +53,7 @@ _KINDS: dict[str, type | tuple[type, ...]] = {
     "overview": dict,
     "accuracy": dict,
     "qscore": dict,
+    "encoding": dict,
     "failures": list,
     "groups": list,
     "compression": dict,
@@ -195,9 +198,13 @@ def _overview(ov: Mapping[str, Any]) -> str:
     parts = []
     if ov.get("headline"):
         parts.append(f'<p class="headline">{_esc(ov["headline"])}</p>')
+    if ov.get("verdicts"):
+        parts.append('<ul class="verdicts">' + "".join(f"<li>{_esc(v)}</li>" for v in ov["verdicts"]) + "</ul>")
+    if ov.get("planted_cause"):
+        parts.append(f'<p class="note">Protocol: {_esc(ov["planted_cause"])}.</p>')
     cards = [_card(name, _fmt(_as_number(ov.get(key)), unit)) for key, name, unit in _OVERVIEW_NUMBERS if key in ov]
     cards += [_card(name, _fmt(ov.get(key)), text=True) for key, name in _OVERVIEW_TEXTS if key in ov]
-    known = {"headline", *(k for k, _, _ in _OVERVIEW_NUMBERS), *(k for k, _ in _OVERVIEW_TEXTS)}
+    known = {"headline", "verdicts", "classes", "planted_cause", *(k for k, _, _ in _OVERVIEW_NUMBERS), *(k for k, _ in _OVERVIEW_TEXTS)}
     extra = sorted((str(k), v) for k, v in ov.items() if k not in known)
     cards += [
         _card(k, _fmt(_as_number(v) if not isinstance(v, list) else v), text=not isinstance(v, int | float))
@@ -335,6 +342,24 @@ def _groups(folder: Path, groups: Sequence[Mapping[str, Any]], figure: str | Non
     return intro + '<div class="grid wide">' + "".join(cards) + "</div>" + link
 
 
+def _encoding(enc: Mapping[str, Any]) -> str:
+    factors = list(enc.get("factors") or [])
+    if not factors:
+        return '<p class="note">No labelled factors recorded.</p>'
+    body = []
+    for k, e in enumerate(factors):
+        if not isinstance(e, Mapping):
+            raise ValueError(f"summary key 'encoding.factors[{k}]' must be a dict, got {type(e).__name__}")
+        top = (e.get("top_features") or ["?"])[0]
+        inside = (e.get("median_in") or {}).get("discriminative")
+        body.append(f'<tr><td class="l">{_esc(e.get("factor", "?"))}</td><td>{_fmt(_as_number(e.get("levels")))}</td>'
+                    f"<td>{_esc(top)}</td>" + "".join(f"<td>{'' if v is None else f'{float(v):.2f}'}</td>"
+                                                     for v in (e.get("best"), e.get("median"), inside)) + "</tr>")
+    return ('<table><tr><th class="l">factor</th><th>levels</th><th>best feature</th><th>eta&sup2; best</th>'
+            "<th>eta&sup2; median</th><th>median in Q-Score's D</th></tr>" + "".join(body) + "</table>"
+            f'<p class="note">{_esc(enc.get("measure", ""))}.</p>')
+
+
 def _compression(c: Mapping[str, Any], figure: str | None) -> str:
     k = list(c.get("k") or [])
     curves = c.get("curves") or {}
@@ -403,6 +428,7 @@ def render_html(summary: Mapping[str, Any], folder: str | Path, figures: Mapping
         "overview": _overview,
         "accuracy": lambda v: _accuracy(v, figures.get("accuracy")),
         "qscore": lambda v: _qscore(v, figures),
+        "encoding": _encoding,
         "failures": lambda v: _failures(folder, v, figures.get("failures")),
         "groups": lambda v: _groups(folder, v, figures.get("groups")),
         "compression": lambda v: _compression(v, figures.get("compression")),
@@ -414,15 +440,12 @@ def render_html(summary: Mapping[str, Any], folder: str | Path, figures: Mapping
         content = _not_run(key) if value is None else renderers[key](value)
         sections.append(f'<section id="{key}">\n<h2>{_esc(heading)}</h2>\n{content}\n</section>')
     nav = "".join(f'<a href="#{key}">{_esc(heading)}</a>' for key, heading in SECTIONS.items())
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+    body = (
         f'<header><h1>{_esc(title)}</h1><div class="meta">{" &middot; ".join(meta)}</div></header>\n'
         f"<nav>{nav}</nav>\n<main>\n" + "\n".join(sections) + "\n</main>\n"
         "<footer>Written by replens.report; offline page, figures under figures/, data in summary.json.</footer>\n"
-        "</body>\n</html>\n"
     )
+    return html_page(title, body, style=_STYLE)
 
 
 def _make_figures(summary: Mapping[str, Any], folder: Path) -> dict[str, str]:

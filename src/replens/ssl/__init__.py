@@ -1,9 +1,13 @@
 """Self-supervised methods, each a small registered recipe (loss + heads + views),
 the supervised (and l2-robust) reference recipe, and the training plug-ins (DDM,
-FDA, Q-Score regulariser) that work with all of them."""
+FDA, Q-Score regulariser) that work with all of them.
 
-from replens.ddm import plugin as _ddm_plugin  # noqa: F401  (registers the "ddm" training plug-in)
-from replens.quality import regularizer as _quality_plugins  # noqa: F401  (registers "qscore_reg", "lasso_reg")
+The registries (:data:`METHODS`, :data:`PLUGINS`, :class:`replens.registry.Registry`)
+find their entries by module scan: the DDM and Q-Score plug-ins register when
+``PLUGINS`` is first read, so this package imports neither ``replens.ddm`` nor
+``replens.quality`` (no import cycle).
+"""
+
 from replens.ssl import (  # noqa: F401  (importing registers the methods)
     barlow_twins,
     byol,
@@ -18,6 +22,8 @@ from replens.ssl import (  # noqa: F401  (importing registers the methods)
 from replens.ssl import dual_encoder as _dual_encoder  # noqa: F401  (registers the "dual_encoder" method)
 from replens.ssl import fda as _fda_plugin  # noqa: F401  (registers the "fda" training plug-in)
 from replens.ssl.base import (
+    METHODS,
+    PLUGINS,
     SSLMethod,
     TrainPlugin,
     create_method,
@@ -26,6 +32,7 @@ from replens.ssl.base import (
     list_methods,
     list_plugins,
     method_class,
+    method_entry,
     momentum_copy,
     plugin_class,
     register_method,
@@ -33,6 +40,8 @@ from replens.ssl.base import (
 )
 
 __all__ = [
+    "METHODS",
+    "PLUGINS",
     "SSLMethod",
     "TrainPlugin",
     "create_method",
@@ -41,6 +50,7 @@ __all__ = [
     "list_methods",
     "list_plugins",
     "method_class",
+    "method_entry",
     "momentum_copy",
     "plugin_class",
     "register_method",

@@ -17,7 +17,12 @@ from replens.ssl.base import SSLMethod, register_method
 from replens.ssl.byol import byol_views
 
 
-@register_method("barlow_twins", "Barlow Twins: cross-correlation to identity (Zbontar et al. 2021)")
+@register_method(
+    "barlow_twins",
+    "Barlow Twins: cross-correlation to identity (Zbontar et al. 2021)",
+    display_name="Barlow Twins",
+    gathers=True,
+)
 class BarlowTwins(SSLMethod):
     """Barlow Twins recipe.
 

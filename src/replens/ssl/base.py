@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from replens.augment.views import ViewConfig
+from replens.registry import Entry, Registry
 
 
 class SSLMethod(nn.Module):
@@ -34,7 +35,8 @@ class SSLMethod(nn.Module):
 
     name: str = ""
     n_views: int = 2
-    #: Whether :meth:`training_step` takes the batch labels as second argument.
+    #: Whether :meth:`training_step` takes the batch labels as second argument (set by
+    #: :func:`register_method` from the entry's ``needs_labels``).
     needs_labels: bool = False
 
     def __init__(self, backbone: nn.Module) -> None:
@@ -99,53 +101,51 @@ def ema_update(online: nn.Module, target: nn.Module, m: float) -> None:
         bt.copy_(bo)
 
 
-T = TypeVar("T", bound=type)
+#: Every SSL recipe; the modules of ``replens.ssl`` register theirs on import.
+METHODS: Registry[type[SSLMethod]] = Registry("SSL method", scan=("replens.ssl",))
 
 
-class Registry(Generic[T]):
-    """Name -> class registry with one-line help, filled by a class decorator.
+def register_method(
+    name: str, help: str, *, display_name: str | None = None, gathers: bool = False, needs_labels: bool = False
+) -> Callable[[type[SSLMethod]], type[SSLMethod]]:
+    """Class decorator registering an SSL recipe under ``name`` (sets ``cls.name`` and ``cls.needs_labels``).
 
     Args:
-        kind: What is registered, for messages ("SSL method", "training plug-in").
+        name: Registry name (``--method``).
+        help: One line for ``replens list``.
+        display_name: How the paper's tables print it (default: the name).
+        gathers: Its loss can gather embeddings across processes: the loop passes
+            ``gather_distributed=True`` when it runs on several processes.
+        needs_labels: It learns from class labels (see :class:`SSLMethod`).
     """
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, tuple[T, str]] = {}
+    def wrap(cls: type[SSLMethod]) -> type[SSLMethod]:
+        cls.name = name
+        cls.needs_labels = bool(needs_labels)
+        METHODS.add(name, cls, help=help, display_name=display_name, gathers=gathers, needs_labels=needs_labels)
+        return cls
 
-    def register(self, name: str, help: str) -> Callable[[T], T]:
-        """Class decorator registering ``cls`` under ``name`` (sets ``cls.name``)."""
-
-        def wrap(cls: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} registered twice")
-            cls.name = name
-            self._items[name] = (cls, help)
-            return cls
-
-        return wrap
-
-    def get(self, name: str) -> T:
-        """The class registered as ``name``; KeyError listing the known names otherwise."""
-        if name not in self._items:
-            known = ", ".join(sorted(self._items)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}")
-        return self._items[name][0]
-
-    def help(self) -> dict[str, str]:
-        """Registered names and their one-line help, sorted."""
-        return {name: text for name, (_, text) in sorted(self._items.items())}
+    return wrap
 
 
-_METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
-register_method = _METHODS.register
-method_class = _METHODS.get
-list_methods = _METHODS.help
+def method_class(name: str) -> type[SSLMethod]:
+    """The recipe class registered as ``name`` (KeyError listing the known names otherwise)."""
+    return METHODS.get(name)
+
+
+def method_entry(name: str) -> Entry[type[SSLMethod]]:
+    """The registry entry of ``name``: display name, ``gathers``, ``needs_labels``."""
+    return METHODS.entry(name)
+
+
+def list_methods() -> dict[str, str]:
+    """Registered SSL recipes and their one-line help, sorted."""
+    return METHODS.help()
 
 
 def create_method(name: str, backbone: nn.Module, **kwargs: Any) -> SSLMethod:
     """Instantiate the registered recipe ``name`` around ``backbone``."""
-    return _METHODS.get(name)(backbone, **kwargs)
+    return METHODS.get(name)(backbone, **kwargs)
 
 
 class TrainPlugin(nn.Module):
@@ -202,10 +202,31 @@ class TrainPlugin(nn.Module):
         """Restore what :meth:`extra_state` returned."""
 
 
-_PLUGINS: Registry[type[TrainPlugin]] = Registry("training plug-in")
-register_plugin = _PLUGINS.register
-plugin_class = _PLUGINS.get
-list_plugins = _PLUGINS.help
+#: Every training plug-in: FDA here, DDM in ``replens.ddm.plugin``, the regularisers in ``replens.quality``.
+PLUGINS: Registry[type[TrainPlugin]] = Registry(
+    "training plug-in", scan=("replens.ssl", "replens.ddm.plugin", "replens.quality.regularizer")
+)
+
+
+def register_plugin(name: str, help: str, *, display_name: str | None = None) -> Callable[[type[TrainPlugin]], type[TrainPlugin]]:
+    """Class decorator registering a training plug-in under ``name`` (sets ``cls.name``)."""
+
+    def wrap(cls: type[TrainPlugin]) -> type[TrainPlugin]:
+        cls.name = name
+        PLUGINS.add(name, cls, help=help, display_name=display_name)
+        return cls
+
+    return wrap
+
+
+def plugin_class(name: str) -> type[TrainPlugin]:
+    """The plug-in class registered as ``name`` (KeyError listing the known names otherwise)."""
+    return PLUGINS.get(name)
+
+
+def list_plugins() -> dict[str, str]:
+    """Registered training plug-ins and their one-line help, sorted."""
+    return PLUGINS.help()
 
 
 def create_plugin(name: str, **kwargs: Any) -> TrainPlugin:

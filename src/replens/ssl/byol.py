@@ -25,7 +25,7 @@ def byol_views(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> li
     ]
 
 
-@register_method("byol", "BYOL: online predictor vs momentum target (Grill et al. 2020)")
+@register_method("byol", "BYOL: online predictor vs momentum target (Grill et al. 2020)", display_name="BYOL")
 class BYOL(SSLMethod):
     """BYOL recipe.
 

@@ -24,7 +24,11 @@ def local_size(size: int) -> int:
     return max(8, round(size * 96 / 224))
 
 
-@register_method("dino", "DINO: self-distillation, momentum teacher, multi-crop (Caron et al. 2021)")
+@register_method(
+    "dino",
+    "DINO: self-distillation, momentum teacher, multi-crop (Caron et al. 2021)",
+    display_name="DINO",
+)
 class DINO(SSLMethod):
     """DINO recipe.
 

@@ -40,7 +40,11 @@ def independent_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
-@register_method("dual_encoder", "Format transform: image encoder vs frequency encoder, InfoNCE (chapter 5, Fig. 5.5)")
+@register_method(
+    "dual_encoder",
+    "Format transform: image encoder vs frequency encoder, InfoNCE (chapter 5, Fig. 5.5)",
+    display_name="Dual encoder",
+)
 class DualEncoder(SSLMethod):
     """Dual-encoder multi-format contrastive recipe.
 

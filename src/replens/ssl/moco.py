@@ -17,7 +17,7 @@ from replens.augment.views import ViewConfig, recipe_view
 from replens.ssl.base import SSLMethod, ema_update, momentum_copy, register_method
 
 
-@register_method("moco", "MoCo v2: InfoNCE against a queue of momentum keys (Chen et al. 2020)")
+@register_method("moco", "MoCo v2: InfoNCE against a queue of momentum keys (Chen et al. 2020)", display_name="MoCo")
 class MoCo(SSLMethod):
     """MoCo v2 recipe.
 

@@ -17,7 +17,12 @@ from replens.augment.views import ViewConfig, simclr_view_config
 from replens.ssl.base import SSLMethod, register_method
 
 
-@register_method("simclr", "SimCLR: NT-Xent over two views (Chen et al. 2020), lightly loss + head")
+@register_method(
+    "simclr",
+    "SimCLR: NT-Xent over two views (Chen et al. 2020), lightly loss + head",
+    display_name="SimCLR",
+    gathers=True,
+)
 class SimCLR(SSLMethod):
     """SimCLR recipe.
 

@@ -15,7 +15,7 @@ from replens.augment.views import ViewConfig, recipe_view
 from replens.ssl.base import SSLMethod, register_method
 
 
-@register_method("simsiam", "SimSiam: predictor and stop-gradient (Chen & He 2021)")
+@register_method("simsiam", "SimSiam: predictor and stop-gradient (Chen & He 2021)", display_name="SimSiam")
 class SimSiam(SSLMethod):
     """SimSiam recipe.
 

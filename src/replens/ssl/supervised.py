@@ -80,7 +80,12 @@ def _base_encoder(backbone: nn.Module) -> nn.Module:
     return backbone
 
 
-@register_method("supervised", "Supervised cross-entropy with a linear head; l2-PGD adversarial with adversarial_eps")
+@register_method(
+    "supervised",
+    "Supervised cross-entropy with a linear head; l2-PGD adversarial with adversarial_eps",
+    display_name="Supervised",
+    needs_labels=True,
+)
 class Supervised(SSLMethod):
     """Supervised recipe: a linear head on the representation, cross-entropy, optional l2 PGD training.
 
@@ -94,7 +99,6 @@ class Supervised(SSLMethod):
     """
 
     n_views = 1
-    needs_labels = True
 
     def __init__(self, backbone: nn.Module, num_classes: int, adversarial_eps: float = 0.0,
                  pgd_steps: int = 3) -> None:

@@ -20,7 +20,7 @@ from replens.ssl.base import SSLMethod, register_method
 from replens.ssl.dino import local_size
 
 
-@register_method("swav", "SwaV: swapped prediction of Sinkhorn cluster codes (Caron et al. 2020)")
+@register_method("swav", "SwaV: swapped prediction of Sinkhorn cluster codes (Caron et al. 2020)", display_name="SwaV")
 class SwaV(SSLMethod):
     """SwaV recipe.
 

@@ -16,7 +16,12 @@ from replens.ssl.barlow_twins import BarlowTwins
 from replens.ssl.base import register_method
 
 
-@register_method("vicreg", "VICReg: variance-invariance-covariance (Bardes et al. 2022)")
+@register_method(
+    "vicreg",
+    "VICReg: variance-invariance-covariance (Bardes et al. 2022)",
+    display_name="VICReg",
+    gathers=True,
+)
 class VICReg(BarlowTwins):
     """VICReg recipe: Barlow Twins' two-view expander with the VICReg loss and views.
 

@@ -11,8 +11,9 @@ relation model:
 * ``V``: each FPN level mask pooled under each detection's mask, concatenated;
 * ``U``/``E``: geometric predicates of every ordered pair, embedded by the VL text encoder.
 
-Weights are read from a local file or torch's hub cache only
-(``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``); nothing is downloaded.
+Weights are read from a local file or torch's hub cache
+(``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``), downloaded there on first use by
+:mod:`replens.hub` (``REPLENS_OFFLINE=1`` turns that off).
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ __all__ = ["MASKRCNN_FILE", "MaskRCNNTokenizer", "build_maskrcnn", "find_maskrcn
 
 #: File name of torchvision's COCO Mask R-CNN ResNet-50 FPN weights.
 MASKRCNN_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+#: Where torchvision publishes them.
+MASKRCNN_URL = f"https://download.pytorch.org/models/{MASKRCNN_FILE}"
 
 
 def find_maskrcnn_weights(weights: str | Path | None = None) -> Path:
-    """The Mask R-CNN weights file: ``weights`` if given, else torch's hub cache.
+    """The Mask R-CNN weights file: ``weights`` if given, else torch's hub cache (downloaded on first use).
 
     Raises:
-        WeightsError: The file does not exist (the message says where it looked
-            and how to provide it).
+        WeightsError: A given file does not exist.
+        replens.hub.DownloadError: Not cached and not downloadable (the message says where it looked).
     """
     from replens.models.weights import WeightsError
 
@@ -48,13 +51,10 @@ def find_maskrcnn_weights(weights: str | Path | None = None) -> Path:
         if not path.is_file():
             raise WeightsError(f"Mask R-CNN weights file not found: {path}")
         return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / MASKRCNN_FILE
-    if not cached.is_file():
-        raise WeightsError(
-            f"Mask R-CNN weights are not in the local cache ({cached}); replens never downloads them. "
-            f"Copy torchvision's {MASKRCNN_FILE} there or pass it with --maskrcnn-weights FILE"
-        )
-    return cached
+    from replens.hub import checkpoints_dir, fetch_url
+
+    return fetch_url(MASKRCNN_URL, checkpoints_dir() / MASKRCNN_FILE, kind="weights",
+                     what=f"Mask R-CNN weights ({MASKRCNN_FILE})", hint="or pass it with --maskrcnn-weights FILE")
 
 
 def build_maskrcnn(

@@ -18,8 +18,6 @@ followed by cosine decay (the seed: warm-up for a tenth of training).
 from __future__ import annotations
 
 import copy
-import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from replens.runs import atomic_write, atomic_write_json
+from replens.engine import loop
+from replens.runs import atomic_write_json
 from replens.schedules import lr_at
 from replens.tokens.encoder import TokenEncoderConfig, preset_config
 from replens.tokens.evaluation import PairData, retrieval_metrics
@@ -118,12 +117,6 @@ class TokenTrainConfig:
         )
 
 
-def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
 class _Indices(torch.utils.data.Dataset):
     """Dataset of indices: the collate function assembles a whole batch at once."""
 
@@ -151,7 +144,7 @@ def _batches(data: PairData, config: TokenTrainConfig, uses_tokens: bool, contex
     epoch, offset = divmod(start, steps_per_epoch)
     collate = _Collate(data, uses_tokens, context)
     while True:
-        plan = _epoch_order(len(data), config.batch_size, config.seed, epoch)[offset:]
+        plan = loop.epoch_batches(len(data), config.batch_size, config.seed, epoch)[offset:]
         if config.num_workers:
             loader = torch.utils.data.DataLoader(
                 _Indices(len(data)), batch_sampler=plan, collate_fn=collate, num_workers=config.num_workers,
@@ -295,16 +288,11 @@ def train_token_model(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        kept = [ln for ln in lines if ln and json.loads(ln)["step"] <= step]
-        atomic_write(metrics_path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in kept)))
-    else:
-        atomic_write(metrics_path, lambda tmp: tmp.write_text(""))
 
     def save_ckpt() -> None:
         payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                    "config": asdict(config)}
-        atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
+        loop.save_training_checkpoint(ckpt_path, payload)
 
     def evaluate() -> dict[str, float]:
         if val_data is None:
@@ -315,7 +303,7 @@ def train_token_model(
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.encoder}", unit="step", disable=not progress)
     t0, seen, calls, last_loss = time.perf_counter(), 0, 0, float("nan")
     last_eval: dict[str, float] = {}
-    log = open(metrics_path, "a", encoding="utf-8")
+    log = loop.open_metrics_log(metrics_path, step)
     try:
         batches = _batches(train_data, config, model.uses_tokens, context, step, steps_per_epoch)
         while step < config.steps and (stop_after is None or calls < stop_after):
@@ -323,8 +311,7 @@ def train_token_model(
             rng = np.random.default_rng([config.seed, step])
             chosen = np.array([per_image[i][rng.integers(len(per_image[i]))] for i in batch_idx])
             distinct, where = np.unique(chosen, return_inverse=True)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config.steps, warmup, group["peak_lr"])
+            loop.set_learning_rate(optimizer, step, config.steps, warmup)
             torch.manual_seed(config.seed * 1_000_003 + step)  # dropout is a function of (seed, step)
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             image_features = model.encode_image(**inputs)
@@ -334,11 +321,8 @@ def train_token_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            last_loss = float(loss.detach())
-            if not math.isfinite(last_loss):
-                raise FloatingPointError(f"loss became {last_loss} at step {step}; lower the learning rate")
+            loop.clamp_logit_scale(model.logit_scale)
+            last_loss = loop.finite_loss(loss, step)
             step, calls, seen = step + 1, calls + 1, seen + len(batch_idx)
             record: dict[str, Any] = {}
             if step % config.log_every == 0 or step == config.steps:
@@ -349,8 +333,7 @@ def train_token_model(
                 model.train()
                 record = {"step": step, "loss": last_loss, **record, **last_eval}
             if record:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                loop.write_record(log, record)
                 if on_log is not None:
                     on_log(record)
             bar.update(1)

@@ -8,7 +8,8 @@ batched, gradient-free ``embed_images`` / ``embed_texts``)::
 
     vl = load_vl_model()                              # embedded tiny CLIP (cached; trained on demand)
     vl = load_vl_model("runs/vl-train/model.safetensors")
-    vl = load_vl_model("ViT-B-32:openai")             # open_clip weights from the local cache only
+    vl = load_vl_model("ViT-B-32:openai")             # open_clip weights (cached; downloaded on first use)
+    vl = load_vl_model("hf-hub:org/repo")             # an open_clip model on the Hugging Face hub
     vl = load_vl_model("open_clip:ViT-B-32", weights="clip.pt")
 """
 
@@ -16,7 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replens.vl.model import VL_FORMAT, VLModel, file_fingerprint, load_open_clip, load_vl_checkpoint
+from replens.vl.model import (
+    VL_FORMAT,
+    VLModel,
+    file_fingerprint,
+    load_hf_open_clip,
+    load_open_clip,
+    load_open_clip_folder,
+    load_vl_checkpoint,
+)
 from replens.vl.tiny import (
     TINY_CLIP_NAME,
     TinyClipConfig,
@@ -50,7 +59,9 @@ __all__ = [
     "default_tiny_clip",
     "default_world",
     "file_fingerprint",
+    "load_hf_open_clip",
     "load_open_clip",
+    "load_open_clip_folder",
     "load_vl_checkpoint",
     "load_vl_model",
     "tiny_clip_cache_path",
@@ -76,9 +87,12 @@ def load_vl_model(
     Args:
         name_or_path: ``None`` or ``"tiny-clip"``: the embedded tiny CLIP,
             cached under ``cache_dir`` and trained on demand; a path to a
-            checkpoint written by ``replens vl train`` (file or folder); or an
-            open_clip ``<model>[:<tag>]`` (optionally prefixed ``open_clip:``)
-            whose tag's weights are in the local cache.
+            checkpoint written by ``replens vl train`` (file or folder); a folder in
+            open_clip's layout (``open_clip_config.json`` + weights, see
+            :meth:`VLModel.save_open_clip`); ``hf-hub:org/repo`` (an open_clip model on
+            the Hugging Face hub); or an open_clip ``<model>[:<tag>]`` (optionally
+            prefixed ``open_clip:``). Hub weights are downloaded on first use
+            (:mod:`replens.hub`).
         weights: A local full-CLIP checkpoint for an open_clip model name.
         device: Where to put the model.
         cache_dir: Cache of the default tiny CLIP.
@@ -89,7 +103,8 @@ def load_vl_model(
         The model in eval mode.
 
     Raises:
-        WeightsError: Missing or mismatched weights (never downloads).
+        WeightsError: Missing or mismatched weights.
+        replens.hub.DownloadError: Weights not cached and not downloadable (e.g. offline).
         KeyError: Unknown open_clip model name.
     """
     if name_or_path is None or str(name_or_path) == TINY_CLIP_NAME:
@@ -97,7 +112,16 @@ def load_vl_model(
             return load_vl_checkpoint(weights, device=device)
         return default_tiny_clip(cache_dir, train_if_missing=train_if_missing, device=device, progress=progress)
     spec = str(name_or_path)
+    if spec.startswith("hf-hub:"):
+        return load_hf_open_clip(spec, device=device)
     path = Path(spec)
+    config_file = path / "open_clip_config.json"
+    if config_file.is_file():
+        from replens.vl.model import OPEN_CLIP_WEIGHTS
+
+        weights_file = next((path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()), path / OPEN_CLIP_WEIGHTS[0])
+        return load_open_clip_folder(config_file, weights_file, name=path.name,
+                                     fingerprint=f"{path.name}:{file_fingerprint(weights_file)}", device=device)
     if path.exists() or spec.endswith((".safetensors", ".pt", ".pth", ".bin")) or "/" in spec:
         if not path.exists():
             from replens.models.weights import WeightsError

@@ -8,17 +8,21 @@ directly::
 
     from replens.vl import load_vl_model
 
-    vl = load_vl_model("ViT-B-32:openai")            # open_clip weights from the local cache
+    vl = load_vl_model("ViT-B-32:openai")            # open_clip weights (downloaded on first use)
+    vl = load_vl_model("hf-hub:org/repo")            # an open_clip model published on the Hugging Face hub
     vl = load_vl_model("runs/vl/model.safetensors")  # a checkpoint written by `replens vl train`
     vl = load_vl_model()                             # the embedded tiny CLIP (trained on demand)
 
     image_emb = vl.embed_images(uint8_images)        # (B, k) float32, L2-normalised
     text_emb = vl.embed_texts(["a red circle"])      # (1, k)
 
-Weights are only read from local files: an open_clip tag is looked up in
-open_clip's caches (the Hugging Face hub cache or ``~/.cache/clip``), and a
-missing file raises :class:`~replens.models.weights.WeightsError` naming where
-it looked and how to pass a file instead. Nothing is downloaded.
+An open_clip tag's weights and an ``hf-hub:`` model (``open_clip_config.json``
+plus ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``, the
+layout open_clip publishes and :meth:`VLModel.save_open_clip` writes) are
+read from the standard caches (the Hugging Face hub cache or ``~/.cache/clip``)
+and downloaded there on first use by :mod:`replens.hub`; with
+``REPLENS_OFFLINE=1`` a missing file raises one error naming where it was
+looked for.
 """
 
 from __future__ import annotations
@@ -36,7 +40,19 @@ from torch import nn
 
 from replens.models.weights import WeightsError, read_checkpoint, save_checkpoint
 
-__all__ = ["VL_FORMAT", "VLModel", "file_fingerprint", "load_open_clip", "load_vl_checkpoint"]
+__all__ = [
+    "VL_FORMAT",
+    "VLModel",
+    "file_fingerprint",
+    "load_hf_open_clip",
+    "load_open_clip",
+    "load_open_clip_folder",
+    "load_vl_checkpoint",
+]
+
+#: File names of an open_clip model folder (its Hugging Face hub layout).
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 #: ``format`` value in the metadata of checkpoints written by :meth:`VLModel.save`.
 VL_FORMAT = "replens-vl"
@@ -239,6 +255,25 @@ class VLModel(nn.Module):
         }
         return save_checkpoint(path, self.model, meta)
 
+    def save_open_clip(self, folder: str | Path) -> Path:
+        """Write the model in open_clip's hub layout (``open_clip_config.json``, ``open_clip_model.safetensors``).
+
+        The folder can be uploaded to the Hugging Face hub and loaded with
+        ``load_vl_model("hf-hub:org/repo")`` (or open_clip's ``create_model("hf-hub:org/repo")``).
+
+        Returns:
+            The folder.
+        """
+        if self.config is None:
+            raise ValueError(f"VL model {self.name!r} has no open_clip config to save with its weights")
+        from replens.runs import atomic_write_json
+
+        folder = Path(folder)
+        preprocess = {"size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        save_checkpoint(folder / OPEN_CLIP_WEIGHTS[0], self.model.state_dict())
+        atomic_write_json(folder / OPEN_CLIP_CONFIG, {"model_cfg": self.config, "preprocess_cfg": preprocess})
+        return folder
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, embed_dim={self.embed_dim}, image_size={self.image_size}"
 
@@ -309,7 +344,7 @@ def load_vl_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> 
 
 
 def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str | torch.device = "cpu") -> VLModel:
-    """An open_clip model by name with weights from the local cache or a file.
+    """An open_clip model by name with its tag's weights (cached, downloaded on first use) or a file.
 
     Args:
         spec: ``<model>[:<pretrained tag>]``, e.g. ``ViT-B-32:openai`` (an
@@ -319,12 +354,12 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
 
     Raises:
         KeyError: Unknown open_clip model.
-        WeightsError: Neither a tag nor a weights file, or the tag's weights
-            are not in the local cache.
+        WeightsError: Neither a tag nor a weights file.
+        replens.hub.DownloadError: The tag's weights are not cached and cannot be downloaded.
     """
     import open_clip
 
-    from replens.models.open_clip_backbone import _cached_open_clip_file
+    from replens.models.open_clip_backbone import open_clip_weights_file
 
     spec = spec.removeprefix("open_clip:")
     model_name, _, tag = spec.partition(":")
@@ -335,7 +370,7 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
     if not tag and weights is None:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise WeightsError(
-            f"open_clip {model_name} needs weights: a pretrained tag from the local cache (one of {tags}, "
+            f"open_clip {model_name} needs weights: a pretrained tag (one of {tags}, "
             f"e.g. {model_name}:{tags[0] if tags else 'TAG'}) or a checkpoint file (--vl-weights PATH)"
         )
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
@@ -346,12 +381,7 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
             tags = open_clip.list_pretrained_tags_by_model(model_name)
             raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
         mean, std = cfg.get("mean", mean), cfg.get("std", std)
-        checkpoint, looked, _ = _cached_open_clip_file(model_name, tag, cfg)
-        if checkpoint is None:
-            raise WeightsError(
-                f"open_clip weights {model_name}:{tag} are not in the local cache (looked in {'; '.join(looked)}); "
-                f"replens never downloads them. Copy the cache from a connected machine or pass a checkpoint file."
-            )
+        checkpoint = open_clip_weights_file(model_name, tag, cfg)
         kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
         fingerprint = f"open_clip:{model_name}:{tag}"
     else:
@@ -370,3 +400,74 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
         model, tokenizer, image_size=int(size), mean=mean, std=std, name=spec, config=None, fingerprint=fingerprint
     )
     return vl.to(device).eval()
+
+
+def load_open_clip_folder(
+    config_file: str | Path, weights_file: str | Path, *, name: str, fingerprint: str, device: str | torch.device = "cpu"
+) -> VLModel:
+    """A :class:`VLModel` from open_clip's folder layout: ``open_clip_config.json`` and a weights file.
+
+    Args:
+        config_file: JSON with ``model_cfg`` (``embed_dim``, ``vision_cfg``,
+            ``text_cfg``) and optional ``preprocess_cfg`` (``mean``, ``std``).
+        weights_file: The CLIP state dict (safetensors or torch file).
+        name: Readable name of the model.
+        fingerprint: Identifies the weights (cache key of caption banks).
+        device: Where to put the model.
+
+    Raises:
+        WeightsError: A config without ``model_cfg`` or weights that do not fit it.
+    """
+    import open_clip
+
+    config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    model_cfg = config.get("model_cfg")
+    if not isinstance(model_cfg, dict):
+        raise WeightsError(f"{config_file}: no 'model_cfg' (not an open_clip model config)")
+    model_cfg = {k: v for k, v in model_cfg.items() if k != "custom_text"}
+    try:
+        model = open_clip.CLIP(**model_cfg)
+        open_clip.load_checkpoint(model, str(weights_file))
+    except (TypeError, RuntimeError, KeyError) as exc:
+        raise WeightsError(f"cannot build open_clip model {name} from {config_file} and {weights_file}: {exc}") from None
+    if model_cfg.get("text_cfg", {}).get("hf_tokenizer_name"):
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{Path(config_file).parent}")
+    else:
+        tokenizer = _open_clip_tokenizer(int(model_cfg.get("text_cfg", {}).get("context_length", 77)))
+    preprocess = config.get("preprocess_cfg", {})
+    size = model.visual.image_size
+    size = size[-1] if isinstance(size, tuple | list) else size
+    vl = VLModel(
+        model,
+        tokenizer,
+        image_size=int(size),
+        mean=preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN),
+        std=preprocess.get("std", open_clip.OPENAI_DATASET_STD),
+        name=name,
+        config=model_cfg,
+        fingerprint=fingerprint,
+    )
+    return vl.to(device).eval()
+
+
+def load_hf_open_clip(spec: str, *, device: str | torch.device = "cpu") -> VLModel:
+    """An open_clip model published on the Hugging Face hub (``hf-hub:org/repo[@revision]``).
+
+    Its ``open_clip_config.json`` and weights (``open_clip_model.safetensors``,
+    else ``open_clip_pytorch_model.bin``) come from the hub cache, downloaded
+    there on first use (:func:`replens.hub.fetch_hf`).
+
+    Raises:
+        replens.hub.DownloadError: Not cached and not downloadable.
+        WeightsError: Files that are not an open_clip model.
+    """
+    from replens.hub import fetch_hf, fetch_hf_any
+
+    repo, _, revision = spec.removeprefix("hf-hub:").partition("@")
+    hint = "or pass a local checkpoint: --vl PATH"
+    config_file = fetch_hf(repo, OPEN_CLIP_CONFIG, revision=revision or None, what=f"hf-hub:{repo} config", hint=hint)
+    weights = fetch_hf_any(repo, list(OPEN_CLIP_WEIGHTS), revision=revision or None, what=f"hf-hub:{repo} weights",
+                           hint=hint)
+    commit = Path(weights).parent.name  # the snapshot folder is named by the commit
+    return load_open_clip_folder(config_file, weights, name=f"hf-hub:{repo}", fingerprint=f"hf-hub:{repo}@{commit}",
+                                 device=device)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from replens.schedules import lr_at
+from replens.engine.loop import clamp_logit_scale, finite_loss, set_learning_rate
 from replens.vl.model import VLModel, _open_clip_tokenizer, load_vl_checkpoint
 
 __all__ = [
@@ -172,8 +171,9 @@ def world_training_items(world: Any, pad: float = 0.15) -> list[TrainingItem]:
         Whole images, object crops and marker crops with their captions (see
         the module docstring).
     """
+    from replens.world.annotate import object_phrase
     from replens.world.render import MARKER_LABEL
-    from replens.world.vocab import DOMAIN_NOUN, article
+    from replens.world.vocab import COLOURLESS_DOMAINS, DOMAIN_NOUN, article
 
     side = int(world.config.size)
     items: list[TrainingItem] = []
@@ -181,7 +181,8 @@ def world_training_items(world: Any, pad: float = 0.15) -> list[TrainingItem]:
         main = rec["objects"][0]
         noun = DOMAIN_NOUN[rec["domain"]]
         captions = list(rec["captions"])
-        marker = rec.get("marker")
+        # a domain that draws no colour shows the marker as a grey level: no colour word is true of it
+        marker = rec.get("marker") if rec["domain"] not in COLOURLESS_DOMAINS else None
         if marker:
             captions += [
                 f"{article(noun)} {noun} of {article(main['shape'])} {main['shape']} with {article(marker)} "
@@ -190,14 +191,14 @@ def world_training_items(world: Any, pad: float = 0.15) -> list[TrainingItem]:
             ]
         items.append(TrainingItem(i, None, tuple(captions), "image"))
         for obj in rec["objects"]:
-            texture = "" if obj["texture"] == "solid" else f" {obj['texture']}"
+            # "a red striped circle" / "a sketch of a red circle": colour and texture only where drawn
             items.append(
                 TrainingItem(
                     i,
                     _pad_box(obj["box"], side, pad),
                     (
-                        f"{article(obj['colour'])} {obj['colour']}{texture} {obj['shape']}",
-                        f"{article(noun)} {noun} of {article(obj['colour'])} {obj['colour']} {obj['shape']}",
+                        object_phrase(obj, "look", rec["domain"]),
+                        f"{article(noun)} {noun} of {object_phrase(obj, 'colour', rec['domain'])}",
                     ),
                     "object",
                 )
@@ -227,6 +228,7 @@ class TinyClipTrainConfig:
         world_n: Scenes of the default world (when no world is given).
         world_size: Image side of the default world.
         world_domains: Render domains of the default world.
+        world_spurious: Spurious-cue strength of the default world (the audit's world plants one).
     """
 
     model: TinyClipConfig = field(default_factory=TinyClipConfig)
@@ -240,6 +242,7 @@ class TinyClipTrainConfig:
     world_n: int = 6000
     world_size: int = 32
     world_domains: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting")
+    world_spurious: float = 0.0
 
     def key(self) -> str:
         """A short hash of the configuration (the cache key of the default model)."""
@@ -364,8 +367,7 @@ def train_tiny_clip(
     loss_value = float("nan")
     bar = tqdm(range(config.steps), desc="tiny CLIP", unit="step", disable=not progress)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, config.steps, warmup, config.lr)
+        set_learning_rate(opt, step, config.steps, warmup, config.lr)
         pick, chosen = _distinct_batch(items, weights, config.batch_size, rng)
         pick_t = torch.from_numpy(pick)
         crops = _crop_batch(images[item_image[pick_t]], item_box[pick_t], vl.image_size)
@@ -375,11 +377,8 @@ def train_tiny_clip(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            vl.model.logit_scale.clamp_(0, math.log(100))
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"tiny CLIP loss became {loss_value} at step {step}")
+        clamp_logit_scale(vl.model.logit_scale)
+        loss_value = finite_loss(loss, step, "tiny CLIP loss")
         if step % log_every == 0 or step == config.steps - 1:
             record = {"step": step, "loss": loss_value, "logit_scale": vl.logit_scale}
             curve.append(record)
@@ -414,7 +413,8 @@ def default_world(config: TinyClipTrainConfig, cache_dir: str | Path = "runs/cac
     """Generate (or reuse) the world the default tiny CLIP trains on."""
     from replens.world import WorldConfig, cached_world
 
-    wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=config.world_domains, seed=config.seed)
+    wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=config.world_domains, seed=config.seed,
+                       spurious=config.world_spurious)
     return cached_world(wcfg, cache_dir, progress)
 
 

@@ -53,17 +53,16 @@ def world_attribute_accuracy(vl: VLModel, world: Any, *, max_items: int = 400, s
     among ``"a red circle"``, ``"a blue circle"``, ...; for marker-patch crops,
     the patch colour among ``"a crimson patch"``, ... . Chance is 1 / the
     number of alternatives (10 colours, 10 shapes, 4 textures, 10 markers).
+    Attributes a crop's domain does not draw (a sketch's colour and texture,
+    a tint's colour) are not asked, and its options name none of them.
 
     Returns:
         Accuracy in percent for ``colour``, ``shape``, ``texture`` (object
         crops) and ``marker`` (marker crops), and the crops counted.
     """
     from replens.vl.tiny import _crop_batch, world_training_items
-    from replens.world.vocab import COLOURS, MARKERS, SHAPES, TEXTURES, article
-
-    def phrase(colour: str, texture: str, shape: str) -> str:
-        tex = "" if texture == "solid" else f" {texture}"
-        return f"{article(colour)} {colour}{tex} {shape}"
+    from replens.world.annotate import object_phrase
+    from replens.world.vocab import COLOURLESS_DOMAINS, COLOURS, MARKERS, SHAPES, TEXTURELESS_DOMAINS, TEXTURES, article
 
     rng = np.random.default_rng(seed)
     items = world_training_items(world)
@@ -95,14 +94,18 @@ def world_attribute_accuracy(vl: VLModel, world: Any, *, max_items: int = 400, s
                     abs(o["box"][0] + o["box"][2] - cx) + abs(o["box"][1] + o["box"][3] - cy)
                 ),
             )  # the object whose box the crop is centred on
-            c, s, t = obj["colour"], obj["shape"], obj["texture"]
-            questions.append(
-                (
-                    ("colour", [phrase(o, t, s) for o in COLOURS], COLOURS.index(c)),
-                    ("shape", [phrase(c, t, o) for o in SHAPES], SHAPES.index(s)),
-                    ("texture", [phrase(c, o, s) for o in TEXTURES], TEXTURES.index(t)),
-                )
-            )
+            domain = world.record(it.image)["domain"]
+
+            def options(key: str, values: Sequence[str], obj: dict = obj, domain: str = domain) -> list[str]:
+                return [object_phrase({**obj, key: v}, "look", domain) for v in values]
+
+            # an attribute the domain does not draw (a sketch's colour and texture) is not asked
+            asked = [("shape", options("shape", SHAPES), SHAPES.index(obj["shape"]))]
+            if domain not in COLOURLESS_DOMAINS:
+                asked.append(("colour", options("colour", COLOURS), COLOURS.index(obj["colour"])))
+            if domain not in TEXTURELESS_DOMAINS:
+                asked.append(("texture", options("texture", TEXTURES), TEXTURES.index(obj["texture"])))
+            questions.append(tuple(asked))
         prompts = sorted({p for q in questions for _, options, _ in q for p in options})
         index = {p: i for i, p in enumerate(prompts)}
         text = vl.embed_texts(prompts)
@@ -110,7 +113,7 @@ def world_attribute_accuracy(vl: VLModel, world: Any, *, max_items: int = 400, s
         for e, q in zip(emb, questions, strict=True):
             for name, options, truth in q:
                 hits[name].append(int((e @ text[[index[p] for p in options]].T).argmax()) == truth)
-        out.update({k: float(100 * np.mean(v)) for k, v in hits.items()})
+        out.update({k: float(100 * np.mean(v)) for k, v in hits.items() if v})
         out["object_crops"] = len(chosen)
     return out
 
