@@ -3,15 +3,19 @@
 The reference functions below are written from the papers (and their official
 pseudo-code), not from lightly, and are fed the recipe's own heads, so a wrong
 wiring (a missing stop-gradient, a swapped view, a wrong normalisation)
-changes the number.
+changes the number. :func:`test_every_method_matches_its_paper_formula` runs
+over the method registry: a newly registered method without an entry in
+``REFERENCES`` (and in ``LIGHTLY``, ``None`` where lightly has no such loss)
+fails it.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss, VICRegLoss
 from torch import nn
 
-from replens.ssl import create_method, ema_update, list_methods, method_class
+from replens.ssl import METHODS, create_method, ema_update, list_methods, method_class
 
 
 class _TinyBackbone(nn.Module):
@@ -124,24 +128,197 @@ def ref_swav(m, v, temp=0.1):
     return total / 2
 
 
+def nt_xent_reference(z0, z1, tau):
+    """Chen et al. 2020, eq. 1: l(i,j) = -log exp(sim(z_i,z_j)/tau) / sum_{k != i} exp(sim(z_i,z_k)/tau)."""
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    n = len(z0)
+    sim = z @ z.T / tau
+    total = 0.0
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        denom = sum(torch.exp(sim[i, k]) for k in range(2 * n) if k != i)
+        total = total - torch.log(torch.exp(sim[i, j]) / denom)
+    return total / (2 * n)
+
+
+def ref_simclr(m, v, tau=0.5):
+    z0, z1 = (m.projection_head(m.backbone(x)) for x in v)
+    return nt_xent_reference(z0, z1, tau)
+
+
+def ref_moco_symmetric(m, v):
+    # MoCo v2 symmetrised (official CIFAR demo): (L(q1, k2) + L(q2, k1)) / 2, both against the queue of
+    # earlier batches; this batch's keys are enqueued only after both terms
+    bank = m.criterion.memory_bank.bank.clone()
+    return 0.5 * (ref_moco(m, v, bank) + ref_moco(m, v[::-1], bank))
+
+
+def ref_dino_state(m, v):
+    return ref_dino(m, v, m.criterion.center.clone())
+
+
+def ref_supervised(m, v, labels):
+    # cross-entropy of the linear head: mean over the batch of logsumexp(W h + b) - (W h + b)_y
+    logits = m.backbone(v[0]) @ m.head.weight.T + m.head.bias
+    return (torch.logsumexp(logits, dim=1) - logits[torch.arange(len(labels)), labels]).mean()
+
+
+def ref_dual_encoder(m, v, tau=0.5):
+    # Eq. 5.2: InfoNCE between g_im's projection of the image view and g_freq's projection of the frequency view
+    return nt_xent_reference(m.projection_head(m.backbone(v[0])), m.freq_projection_head(m.freq_backbone(v[1])), tau)
+
+
+def _bank_of(m, loss):
+    loss.memory_bank.bank.copy_(m.criterion.memory_bank.bank)
+    return loss
+
+
+def _lightly_moco(m, v):
+    q = [m.projection_head(m.backbone(x)) for x in v]
+    k = [m.projection_head_momentum(m.backbone_momentum(x)) for x in v]
+    loss = _bank_of(m, NTXentLoss(temperature=0.2, memory_bank_size=tuple(m.criterion.memory_bank.bank.shape))).double()
+    return 0.5 * (loss(q[0], k[1]) + loss(q[1], k[0]))  # under no_grad: the copied bank is not updated
+
+
+def _lightly_dino(m, v):
+    loss = DINOLoss(output_dim=m.criterion.center.shape[-1], warmup_teacher_temp=0.04, teacher_temp=0.04).double()
+    loss.center.copy_(m.criterion.center)
+    teacher = [m.teacher_head(m.teacher_backbone(x)) for x in v[:2]]
+    return loss(teacher, [m.head(m.backbone(x)) for x in v], epoch=0)
+
+
+def _lightly_swav(m, v):
+    m.prototypes.normalize()
+    scores = [m.prototypes(F.normalize(m.projection_head(m.backbone(x)), dim=1)) for x in v]
+    return SwaVLoss(temperature=0.1)(scores[:2], scores[2:])
+
+
+def _lightly_pair(loss, head):
+    def compute(m, v):
+        za, zb = (head(m, x) for x in v)
+        return loss(za, zb)
+
+    return compute
+
+
+def _lightly_predictor(m, v):
+    cos = NegativeCosineSimilarity()
+    if hasattr(m, "projection_head_momentum"):  # BYOL: the target is the momentum branch
+        z = [m.projection_head_momentum(m.backbone_momentum(x)) for x in v]
+    else:  # SimSiam: the target is the same network's projection, stop-gradient
+        z = [m.projection_head(m.backbone(x)).detach() for x in v]
+    p = [m.prediction_head(m.projection_head(m.backbone(x))) for x in v]
+    return 0.5 * (cos(p[0], z[1]) + cos(p[1], z[0]))
+
+
+def _projection(m, x):
+    return m.projection_head(m.backbone(x))
+
+
+#: method -> (create_method kwargs, reference written from the paper: (method, views, labels) -> loss)
 REFERENCES = {
-    "byol": ref_byol,
-    "simsiam": ref_simsiam,
-    "barlow_twins": ref_barlow,
-    "vicreg": ref_vicreg,
-    "swav": ref_swav,
+    "barlow_twins": ({}, lambda m, v, y: ref_barlow(m, v)),
+    "byol": ({}, lambda m, v, y: ref_byol(m, v)),
+    "dino": ({"output_dim": 64, "n_local": 2}, lambda m, v, y: ref_dino_state(m, v)),
+    "dual_encoder": ({}, lambda m, v, y: ref_dual_encoder(m, v)),
+    "moco": ({"queue_size": 32}, lambda m, v, y: ref_moco_symmetric(m, v)),
+    "simclr": ({}, lambda m, v, y: ref_simclr(m, v)),
+    "simsiam": ({}, lambda m, v, y: ref_simsiam(m, v)),
+    "supervised": ({"num_classes": 3}, ref_supervised),
+    "swav": ({"n_prototypes": 32}, lambda m, v, y: ref_swav(m, v)),
+    "vicreg": ({}, lambda m, v, y: ref_vicreg(m, v)),
+}
+
+#: method -> lightly's implementation of the same loss on the method's heads (None: lightly has none)
+LIGHTLY = {
+    "barlow_twins": _lightly_pair(BarlowTwinsLoss(lambda_param=0.0051), _projection),
+    "byol": _lightly_predictor,
+    "dino": _lightly_dino,
+    "dual_encoder": lambda m, v: NTXentLoss(temperature=0.5)(
+        _projection(m, v[0]), m.freq_projection_head(m.freq_backbone(v[1]))
+    ),
+    "moco": _lightly_moco,
+    "simclr": _lightly_pair(NTXentLoss(temperature=0.5), _projection),
+    "simsiam": _lightly_predictor,
+    "supervised": None,  # plain cross-entropy: lightly has no supervised loss
+    "swav": _lightly_swav,
+    "vicreg": _lightly_pair(VICRegLoss(), _projection),
 }
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_loss_matches_paper_formula(name):
+def _setup(name):
+    """The recipe in float64 and eval mode (batch norm as a fixed affine map), its views and labels."""
     torch.manual_seed(0)
-    m = create_method(name, _TinyBackbone()).eval()
-    v = _views(m.n_views)
+    kwargs, _ = REFERENCES[name]
+    m = create_method(name, _TinyBackbone(), **kwargs).double().eval()
+    m.on_step_start(0, 10, 0)
+    v = [x.double() for x in _views(m.n_views)]
+    return m, v, torch.tensor([0, 1, 2, 2, 1, 0, 0, 1])
+
+
+def _our_loss(m, v, y):
+    return (m(v, y) if m.needs_labels else m(v))["loss"]
+
+
+def _grads(m, loss):
+    params = [p for p in m.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_matches_its_paper_formula(name):
+    """Loss and gradients (so also every stop-gradient) equal the paper's formula to 1e-5 relative."""
+    if name not in REFERENCES or name not in LIGHTLY:
+        pytest.fail(f"SSL method {name!r} is registered but has no reference loss in tests/ssl/test_methods.py "
+                    "(add it to REFERENCES, and to LIGHTLY: lightly's loss or None)")
+    m, v, y = _setup(name)
+    ref = REFERENCES[name][1](m, v, y)  # before our step: it reads the pre-step queue / centre
+    ref_grads = _grads(m, ref)
+    ours = _our_loss(m, v, y)
+    # supervised takes the cross-entropy in float32 (autocast-safe); every other loss stays in float64
+    assert torch.allclose(ours, ref.detach().to(ours.dtype), rtol=1e-5, atol=0), (name, float(ours), float(ref))
+    for ours_g, ref_g in zip(_grads(m, ours), ref_grads, strict=True):
+        # 1e-5 of each gradient tensor's scale (lightly's DINO divides by a float32 temperature: ~2e-8 relative)
+        scale = float(ref_g.abs().max())
+        assert torch.allclose(ours_g, ref_g.to(ours_g.dtype), rtol=1e-5, atol=1e-5 * scale + 1e-12), name
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_matches_lightly(name):
+    if name not in LIGHTLY:
+        pytest.fail(f"SSL method {name!r} is registered but missing from LIGHTLY in tests/ssl/test_methods.py")
+    if LIGHTLY[name] is None:
+        pytest.skip(f"lightly has no loss of {name!r}")
+    m, v, y = _setup(name)
     with torch.no_grad():
-        ours = m.training_step(v)["loss"]
-        ref = REFERENCES[name](m, v)
-    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-5), (ours, ref)
+        theirs = LIGHTLY[name](m, v)
+    ours = _our_loss(m, v, y)
+    assert torch.allclose(ours.detach(), theirs, rtol=1e-5, atol=0), (name, float(ours), float(theirs))
+
+
+def test_reference_tables_list_exactly_the_registered_methods():
+    assert sorted(REFERENCES) == sorted(LIGHTLY) == METHODS.names() == sorted(list_methods())
+
+
+def test_symmetric_moco_enqueues_both_keys_after_the_step():
+    m, v, _ = _setup("moco")
+    with torch.no_grad():
+        keys = [m.projection_head_momentum(m.backbone_momentum(x)) for x in v]
+    before = m.criterion.memory_bank.bank.clone()
+    m(v)["loss"].backward()
+    bank = m.criterion.memory_bank.bank
+    assert torch.allclose(bank[:16], F.normalize(torch.cat([keys[1], keys[0]]), dim=1), rtol=1e-6, atol=1e-9)
+    assert torch.equal(bank[16:], before[16:])
+
+
+def test_dino_centre_moves_by_the_teacher_batch_mean_with_momentum_0_9():
+    m, v, _ = _setup("dino")
+    center = m.criterion.center.clone()
+    with torch.no_grad():
+        teacher = torch.cat([m.teacher_head(m.teacher_backbone(x)) for x in v[:2]])
+        m(v)
+    assert torch.allclose(m.criterion.center, 0.9 * center + 0.1 * teacher.mean(0), rtol=1e-6, atol=1e-9)
 
 
 def test_moco_loss_matches_infonce_with_queue():
@@ -195,19 +372,6 @@ def test_ema_update_and_cosine_momentum_schedule():
     assert m.momentum(0.996) == pytest.approx(0.998)
     m.on_step_start(100, 100, 0)
     assert m.momentum(0.996) == pytest.approx(1.0)
-
-
-def nt_xent_reference(z0, z1, tau):
-    """Chen et al. 2020, eq. 1: l(i,j) = -log exp(sim(z_i,z_j)/tau) / sum_{k != i} exp(sim(z_i,z_k)/tau)."""
-    z = F.normalize(torch.cat([z0, z1]), dim=1)
-    n = len(z0)
-    sim = z @ z.T / tau
-    total = 0.0
-    for i in range(2 * n):
-        j = (i + n) % (2 * n)
-        denom = sum(torch.exp(sim[i, k]) for k in range(2 * n) if k != i)
-        total = total - torch.log(torch.exp(sim[i, j]) / denom)
-    return total / (2 * n)
 
 
 def test_simclr_loss_matches_paper_formula():

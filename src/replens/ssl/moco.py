@@ -29,7 +29,8 @@ class MoCo(SSLMethod):
         momentum_start: Key-encoder momentum (constant when ``momentum_end`` is
             None, else cosine-scheduled to it).
         momentum_end: Final momentum of the schedule.
-        symmetric: Also use view 2 as the query (symmetrised loss).
+        symmetric: Also use view 2 as the query (symmetrised loss: the mean of the two directions,
+            both against the queue as it was before the step; the 2B keys are enqueued after).
     """
 
     def __init__(
@@ -63,13 +64,15 @@ class MoCo(SSLMethod):
     def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         x0, x1 = views
         h0 = self.backbone(x0)
-        loss = self.criterion(self.projection_head(h0), self._key(x1))
-        h = h0
-        if self.symmetric:
-            h1 = self.backbone(x1)
-            loss = 0.5 * (loss + self.criterion(self.projection_head(h1), self._key(x0)))
-            h = torch.cat([h0, h1])
-        return {"loss": loss, "h": h, "representation": h0.detach()}
+        if not self.symmetric:
+            loss = self.criterion(self.projection_head(h0), self._key(x1))
+            return {"loss": loss, "h": h0, "representation": h0.detach()}
+        h1 = self.backbone(x1)
+        # one call: both directions against the same queue, whose update (k1 then k0) comes after, as in the
+        # official symmetric MoCo; two calls would put k1 = key(x1) among the negatives of q1 = query(x1)
+        queries = torch.cat([self.projection_head(h0), self.projection_head(h1)])
+        loss = self.criterion(queries, torch.cat([self._key(x1), self._key(x0)]))  # mean of the two directions
+        return {"loss": loss, "h": torch.cat([h0, h1]), "representation": h0.detach()}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         m = self.momentum_start if self.momentum_end is None else self.momentum(self.momentum_start, self.momentum_end)
