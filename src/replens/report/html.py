@@ -32,7 +32,16 @@ from urllib.parse import quote
 import numpy as np
 
 from replens.pages import html_page
-from replens.report import figures as figs
+from replens.report.figures import (
+    accuracy_figure,
+    compression_figure,
+    failure_gallery_figure,
+    failure_report,
+    group_grid_figure,
+    pr_figure,
+    qscore_histogram_figure,
+    roc_figure,
+)
 from replens.runs import atomic_write_text
 
 __all__ = ["SECTIONS", "render_html", "write_report"]
@@ -457,29 +466,29 @@ def _make_figures(summary: Mapping[str, Any], folder: Path) -> dict[str, str]:
 
     acc = summary.get("accuracy")
     if acc and acc.get("rows"):
-        figs.accuracy_figure(acc, rel("accuracy"))
+        accuracy_figure(acc, rel("accuracy"))
         out["accuracy"] = "figures/accuracy.png"
     q = summary.get("qscore")
     if q is not None:
         if q.get("correct") or q.get("wrong"):
-            figs.qscore_histogram_figure(q.get("correct") or [], q.get("wrong") or [], rel("qscore_histogram"))
+            qscore_histogram_figure(q.get("correct") or [], q.get("wrong") or [], rel("qscore_histogram"))
             out["qscore_histogram"] = "figures/qscore_histogram.png"
-        report = figs.failure_report(q)
+        report = failure_report(q)
         if report.roc:
-            figs.roc_figure(q, rel("roc"))
+            roc_figure(q, rel("roc"))
             out["roc"] = "figures/roc.png"
         if report.pr:
-            figs.pr_figure(q, rel("pr"))
+            pr_figure(q, rel("pr"))
             out["pr"] = "figures/pr.png"
     if summary.get("failures"):
-        figs.failure_gallery_figure(summary["failures"], folder, rel("failures"))
+        failure_gallery_figure(summary["failures"], folder, rel("failures"))
         out["failures"] = "figures/failures.png"
     if summary.get("groups"):
-        figs.group_grid_figure(summary["groups"], folder, rel("groups"))
+        group_grid_figure(summary["groups"], folder, rel("groups"))
         out["groups"] = "figures/groups.png"
     comp = summary.get("compression")
     if comp and comp.get("k") and comp.get("curves"):
-        figs.compression_figure(comp, rel("compression"))
+        compression_figure(comp, rel("compression"))
         out["compression"] = "figures/compression.png"
     return out
 
