@@ -75,6 +75,7 @@ class DomainSplitBackbone(nn.Module):
         self._records: list[torch.Tensor] = []
         self.register_state_dict_post_hook(_strip_inner_prefix)
         self.register_load_state_dict_pre_hook(_add_inner_prefix)
+        self.training = encoder.training  # wrapping changes no mode: an eval encoder stays in eval
 
     @property
     def base_backbone(self) -> nn.Module:
@@ -94,9 +95,35 @@ class DomainSplitBackbone(nn.Module):
         """The encoder's preprocessing."""
         return self.encoder.preprocess(images)
 
+    @property
+    def name(self) -> str:
+        """The encoder's registry name."""
+        return str(getattr(self.encoder, "name", type(self.encoder).__name__))
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """The encoder's class/register tokens (0 for convolutional nets)."""
+        return int(getattr(self.encoder, "num_prefix_tokens", 0))
+
+    @property
+    def input_size(self) -> int | None:
+        return getattr(self.encoder, "input_size", None)
+
     def layer_names(self) -> list[str]:
         """The encoder's layer names."""
         return self.encoder.layer_names()
+
+    def layer_root(self) -> nn.Module:
+        """The module that names the layers: the encoder's (its modules run inside this forward)."""
+        return self.encoder.layer_root()
+
+    def require_layers(self, layers: Sequence[str | None]) -> None:
+        """The encoder's layer-name check."""
+        self.encoder.require_layers(layers)
+
+    def find_layer(self, name: str | None = None) -> tuple[str, nn.Module]:
+        """The encoder's layer lookup (Grad-CAM hooks these modules; h^p is computed from them)."""
+        return self.encoder.find_layer(name)
 
     def forward_layers(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """The encoder's intermediate layers (full, unsplit)."""

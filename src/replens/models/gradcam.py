@@ -16,7 +16,7 @@ extension points and the choices replens makes everywhere:
 * transformer token outputs (B, N, D) are laid out on a square grid, prefix
   tokens dropped (:func:`token_reshape`);
 * the hooks are always released and gradients cleared, also when the forward
-  or a target raises; the backbone's train/eval mode is put back.
+  or a target raises; the train/eval mode of every module is put back.
 
 Used by :func:`replens.explain.gradcam.group_cams` and
 :func:`replens.quality.saliency.discriminative_cams`.
@@ -158,7 +158,7 @@ def grad_cam(
     layers = list(target_layers) if target_layers is not None else cam_layers(backbone)
     reshape = token_reshape(int(getattr(backbone, "num_prefix_tokens", 0)))
     step = batch_size or max(len(images), 1)
-    was_training = backbone.training
+    modes = [(m, m.training) for m in backbone.modules()]  # every module's own mode (they may differ)
     backbone.eval()
     cam = GradCAM(model=backbone, target_layers=layers, reshape_transform=reshape)
     try:
@@ -169,7 +169,8 @@ def grad_cam(
     finally:
         cam.activations_and_grads.release()
         backbone.zero_grad(set_to_none=True)
-        backbone.train(was_training)
+        for module, training in modes:
+            module.training = training
     if not out:
         return np.zeros((0, *images.shape[-2:]), dtype=np.float32)
     return np.concatenate(out)
