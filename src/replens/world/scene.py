@@ -197,6 +197,60 @@ def place_objects(
     return cx.astype(np.float32), cy.astype(np.float32), count.astype(np.int8)
 
 
+def _sample_objects(rng: np.random.Generator, n: int, k_max: int) -> dict[str, np.ndarray]:
+    """Requested object counts and every object slot's shape, colour, texture, size, angle and jitter."""
+    count_probs = np.asarray(OBJECT_COUNT_PROBS[:k_max], dtype=np.float64)
+    requested = rng.choice(np.arange(1, k_max + 1), size=n, p=count_probs / count_probs.sum())
+    shape = rng.integers(len(SHAPES), size=(n, k_max))
+    colour = rng.integers(len(COLOURS), size=(n, k_max))
+    texture = rng.integers(len(TEXTURES), size=(n, k_max))
+    # The main object is strictly the largest so that the label is visible in the pixels: in scenes with
+    # several objects it is medium or large and every other object is a smaller size class.
+    main_choices = np.asarray(MAIN_SIZES)
+    main_size = main_choices[rng.integers(len(main_choices), size=n)]
+    bigger_choices = main_choices[main_choices > 0]
+    bigger = bigger_choices[rng.integers(len(bigger_choices), size=n)]
+    main_size = np.where((requested > 1) & (main_size == 0), bigger, main_size)
+    other_size = np.floor(rng.random((n, k_max)) * main_size[:, None]).astype(np.int64)
+    size = np.concatenate([main_size[:, None], other_size[:, 1:]], axis=1)
+    angle = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=(n, k_max))
+    jitter = rng.integers(-12, 13, size=(n, k_max, 3))
+    return {"requested": requested, "shape": shape, "colour": colour, "texture": texture, "size": size,
+            "angle": angle, "jitter": jitter}
+
+
+def _sample_cue(
+    rng: np.random.Generator, labels: np.ndarray, spurious: float, spurious_cue: str, train: bool
+) -> dict[str, np.ndarray]:
+    """The spurious cue (tied to ``labels`` with probability ``spurious`` on the train split) and the marker."""
+    n = len(labels)
+    aligned = rng.random(n) < spurious if train else np.zeros(n, dtype=bool)
+    cue = np.where(aligned, labels, rng.integers(len(SHAPES), size=n))
+    random_background = rng.integers(len(BACKGROUNDS), size=n)
+    marker_corner = rng.integers(4, size=n)
+    has_marker = rng.random(n) < MARKER_PROB
+    if spurious_cue == "marker":
+        background = random_background
+        marker = np.where(has_marker, cue, -1)
+    else:
+        background = cue
+        marker = np.full(n, -1)
+    return {"aligned": aligned, "background": background, "marker": marker, "marker_corner": marker_corner}
+
+
+def _sample_style(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 4) background gradient angle, texture frequencies (x, y) and phase."""
+    return np.stack(
+        [
+            rng.uniform(0.0, 2.0 * np.pi, size=n),
+            rng.uniform(1.0, 4.0, size=n),
+            rng.uniform(1.0, 4.0, size=n),
+            rng.uniform(0.0, 2.0 * np.pi, size=n),
+        ],
+        axis=1,
+    )
+
+
 def sample_scenes(
     rng: np.random.Generator,
     n: int,
@@ -234,64 +288,32 @@ def sample_scenes(
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
     k_max = max_objects
+    # the draws happen in this order (domain, objects, cue, style, noise, placement): it fixes the worlds
     domain_index = np.array([DOMAINS.index(d) for d in domains], dtype=np.int16)
     domain = domain_index[rng.integers(len(domains), size=n)]
-    count_probs = np.asarray(OBJECT_COUNT_PROBS[:k_max], dtype=np.float64)
-    requested = rng.choice(np.arange(1, k_max + 1), size=n, p=count_probs / count_probs.sum())
-    shape = rng.integers(len(SHAPES), size=(n, k_max))
-    colour = rng.integers(len(COLOURS), size=(n, k_max))
-    texture = rng.integers(len(TEXTURES), size=(n, k_max))
-    # The main object is strictly the largest so that the label is visible in the pixels: in scenes with
-    # several objects it is medium or large and every other object is a smaller size class.
-    main_choices = np.asarray(MAIN_SIZES)
-    main_size = main_choices[rng.integers(len(main_choices), size=n)]
-    bigger_choices = main_choices[main_choices > 0]
-    bigger = bigger_choices[rng.integers(len(bigger_choices), size=n)]
-    main_size = np.where((requested > 1) & (main_size == 0), bigger, main_size)
-    other_size = np.floor(rng.random((n, k_max)) * main_size[:, None]).astype(np.int64)
-    size = np.concatenate([main_size[:, None], other_size[:, 1:]], axis=1)
-    angle = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=(n, k_max))
-    jitter = rng.integers(-12, 13, size=(n, k_max, 3))
-    labels = shape[:, 0]
-    aligned = rng.random(n) < spurious if train else np.zeros(n, dtype=bool)
-    cue = np.where(aligned, labels, rng.integers(len(SHAPES), size=n))
-    random_background = rng.integers(len(BACKGROUNDS), size=n)
-    marker_corner = rng.integers(4, size=n)
-    has_marker = rng.random(n) < MARKER_PROB
-    if spurious_cue == "marker":
-        background = random_background
-        marker = np.where(has_marker, cue, -1)
-    else:
-        background = cue
-        marker = np.full(n, -1)
-    style = np.stack(
-        [
-            rng.uniform(0.0, 2.0 * np.pi, size=n),
-            rng.uniform(1.0, 4.0, size=n),
-            rng.uniform(1.0, 4.0, size=n),
-            rng.uniform(0.0, 2.0 * np.pi, size=n),
-        ],
-        axis=1,
-    )
+    obj = _sample_objects(rng, n, k_max)
+    cue = _sample_cue(rng, obj["shape"][:, 0], spurious, spurious_cue, train)
+    style = _sample_style(rng, n)
     noise_seed = rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)
 
-    cx, cy, count = place_objects(rng, size, shape, requested, marker_corner, marker >= 0)
+    cx, cy, count = place_objects(rng, obj["size"], obj["shape"], obj["requested"], cue["marker_corner"],
+                                  cue["marker"] >= 0)
     unused = np.arange(k_max)[None, :] >= count[:, None]
     return SceneBatch(
         domain=domain.astype(np.int16),
         n_objects=count,
-        shape=np.where(unused, -1, shape).astype(np.int8),
-        colour=np.where(unused, -1, colour).astype(np.int8),
-        texture=np.where(unused, -1, texture).astype(np.int8),
-        size=np.where(unused, -1, size).astype(np.int8),
+        shape=np.where(unused, -1, obj["shape"]).astype(np.int8),
+        colour=np.where(unused, -1, obj["colour"]).astype(np.int8),
+        texture=np.where(unused, -1, obj["texture"]).astype(np.int8),
+        size=np.where(unused, -1, obj["size"]).astype(np.int8),
         cx=cx,
         cy=cy,
-        angle=np.where(unused, 0.0, angle).astype(np.float32),
-        jitter=np.where(unused[..., None], 0, jitter).astype(np.int16),
-        background=background.astype(np.int8),
-        marker=marker.astype(np.int8),
-        marker_corner=marker_corner.astype(np.int8),
-        spurious_aligned=aligned,
+        angle=np.where(unused, 0.0, obj["angle"]).astype(np.float32),
+        jitter=np.where(unused[..., None], 0, obj["jitter"]).astype(np.int16),
+        background=cue["background"].astype(np.int8),
+        marker=cue["marker"].astype(np.int8),
+        marker_corner=cue["marker_corner"].astype(np.int8),
+        spurious_aligned=cue["aligned"],
         style=style.astype(np.float32),
         noise_seed=noise_seed,
     )
