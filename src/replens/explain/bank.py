@@ -30,6 +30,7 @@ is measured when the index is built and stored in ``bank.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -44,7 +45,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from replens.hub import fetch_url, replens_cache_dir
 from replens.runs import atomic_write, atomic_write_json, atomic_write_text
+from replens.world.vocab import (
+    BACKGROUNDS,
+    COLOURLESS_DOMAINS,
+    COLOURS,
+    DOMAIN_NOUN,
+    MARKERS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    TEXTURES,
+    article,
+)
 
 __all__ = [
     "BANK_FORMAT",
@@ -485,8 +499,6 @@ def fetch_laion400m_bank(shards: Sequence[int], *, progress: bool = True) -> Cap
     Raises:
         replens.hub.DownloadError: A shard is not cached and cannot be downloaded.
     """
-    from replens.hub import fetch_url, replens_cache_dir
-
     shards = sorted({int(i) for i in shards})
     if not shards or shards[0] < 0:
         raise BankError(f"LAION-400M shard numbers must be >= 0, got {list(shards)}")
@@ -527,10 +539,17 @@ def _write_shards(
         cap_name = f"captions-{k:05d}.txt"
         atomic_write_text(root / cap_name, "".join(f"{c}\n" for c in caps))
         shards.append({"embeddings": name, "captions": cap_name, "count": len(caps)})
+    return _write_manifest(root, int(dim or 0), model, shards, extra)
+
+
+def _write_manifest(
+    root: Path, dim: int, model: str | None, shards: list[dict[str, Any]], extra: dict[str, Any]
+) -> CaptionBank:
+    """Write ``bank.json`` for ``shards`` (the last step of making a bank) and open the bank."""
     manifest = {
         "format": BANK_FORMAT,
         "version": BANK_VERSION,
-        "dim": int(dim or 0),
+        "dim": dim,
         "count": int(sum(s["count"] for s in shards)),
         "model": model,
         "shards": shards,
@@ -607,6 +626,60 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
+def _open_embedding_shards(files: list[Path]) -> tuple[list[np.ndarray], int]:
+    """The (n_i, k) shards memory-mapped, and their common width ``k``."""
+    arrays = []
+    for f in files:
+        if not f.is_file():
+            raise BankError(f"embedding shard not found: {f}")
+        arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        if arr.ndim != 2:
+            raise BankError(f"{f}: expected a (n, k) array, got shape {arr.shape}")
+        arrays.append(arr)
+    dims = {a.shape[1] for a in arrays}
+    if len(dims) != 1:
+        raise BankError(f"embedding shards have different widths {sorted(dims)}")
+    return arrays, int(dims.pop())
+
+
+def _captions_per_shard(
+    captions: Sequence[str] | str | Path | Sequence[str | Path], files: list[Path], counts: list[int], column: str
+) -> list[list[str]]:
+    """The captions of each shard: from one file or list for all shards in order, or one file per shard."""
+    if isinstance(captions, str | Path):
+        per_shard = None
+        all_caps = read_caption_file(captions, column)
+    elif captions and all(
+        isinstance(c, Path) or (isinstance(c, str) and Path(c).suffix in {".parquet", ".txt"}) and Path(c).is_file()
+        for c in captions
+    ):
+        per_shard = [read_caption_file(c, column) for c in captions]
+        all_caps = None
+    else:
+        per_shard = None
+        all_caps = [str(c) for c in captions]
+    if per_shard is not None:
+        if len(per_shard) != len(files):
+            raise BankError(f"{len(per_shard)} caption files for {len(files)} embedding shards")
+        for f, caps, n in zip(files, per_shard, counts, strict=True):
+            if len(caps) != n:
+                raise BankError(f"{f}: {n} embedding rows but {len(caps)} captions")
+        return per_shard
+    assert all_caps is not None
+    if len(all_caps) != sum(counts):
+        raise BankError(f"{sum(counts)} embedding rows in {len(files)} shards but {len(all_caps)} captions")
+    bounds = np.cumsum([0, *counts])
+    return [all_caps[bounds[i] : bounds[i + 1]] for i in range(len(files))]
+
+
+def _check_normalised(path: Path, rows: np.ndarray) -> None:
+    """Raise unless the first 256 rows are L2-normalised (to 1e-2)."""
+    probe = np.asarray(rows[: min(256, len(rows))], dtype=np.float32)
+    norms = np.linalg.norm(probe, axis=1) if len(probe) else np.ones(1)
+    if np.abs(norms - 1).max() > 1e-2:
+        raise BankError(f"{path}: rows are not L2-normalised (norms {norms.min():.3f}..{norms.max():.3f})")
+
+
 def import_embedding_shards(
     embedding_files: Sequence[str | Path],
     captions: Sequence[str] | str | Path | Sequence[str | Path],
@@ -640,62 +713,15 @@ def import_embedding_shards(
         raise BankError("no embedding shards given")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    arrays = []
-    for f in files:
-        if not f.is_file():
-            raise BankError(f"embedding shard not found: {f}")
-        arr = np.load(f, mmap_mode="r", allow_pickle=False)
-        if arr.ndim != 2:
-            raise BankError(f"{f}: expected a (n, k) array, got shape {arr.shape}")
-        arrays.append(arr)
-    dims = {a.shape[1] for a in arrays}
-    if len(dims) != 1:
-        raise BankError(f"embedding shards have different widths {sorted(dims)}")
-    counts = [a.shape[0] for a in arrays]
-    if isinstance(captions, str | Path):
-        per_shard = None
-        all_caps = read_caption_file(captions, column)
-    elif captions and all(
-        isinstance(c, Path) or (isinstance(c, str) and Path(c).suffix in {".parquet", ".txt"}) and Path(c).is_file()
-        for c in captions
-    ):
-        per_shard = [read_caption_file(c, column) for c in captions]
-        all_caps = None
-    else:
-        per_shard = None
-        all_caps = [str(c) for c in captions]
-    if per_shard is not None:
-        if len(per_shard) != len(files):
-            raise BankError(f"{len(per_shard)} caption files for {len(files)} embedding shards")
-        for f, caps, n in zip(files, per_shard, counts, strict=True):
-            if len(caps) != n:
-                raise BankError(f"{f}: {n} embedding rows but {len(caps)} captions")
-    else:
-        assert all_caps is not None
-        if len(all_caps) != sum(counts):
-            raise BankError(f"{sum(counts)} embedding rows in {len(files)} shards but {len(all_caps)} captions")
-        bounds = np.cumsum([0, *counts])
-        per_shard = [all_caps[bounds[i] : bounds[i + 1]] for i in range(len(files))]
+    arrays, dim = _open_embedding_shards(files)
+    per_shard = _captions_per_shard(captions, files, [a.shape[0] for a in arrays], column)
     shards = []
     for k, (f, caps, arr) in enumerate(zip(files, per_shard, arrays, strict=True)):
-        probe = np.asarray(arr[: min(256, len(arr))], dtype=np.float32)
-        norms = np.linalg.norm(probe, axis=1) if len(probe) else np.ones(1)
-        if np.abs(norms - 1).max() > 1e-2:
-            raise BankError(f"{f}: rows are not L2-normalised (norms {norms.min():.3f}..{norms.max():.3f})")
+        _check_normalised(f, arr)
         cap_name = f"captions-{k:05d}.txt"
         atomic_write_text(root / cap_name, "".join(f"{_clean_caption(c)}\n" for c in caps))
         shards.append({"embeddings": str(f), "captions": cap_name, "count": int(arr.shape[0])})
-    manifest = {
-        "format": BANK_FORMAT,
-        "version": BANK_VERSION,
-        "dim": int(dims.pop()),
-        "count": int(sum(counts)),
-        "model": model,
-        "shards": shards,
-        "imported": True,
-    }
-    atomic_write_json(root / "bank.json", manifest)
-    return CaptionBank(root)
+    return _write_manifest(root, dim, model, shards, {"imported": True})
 
 
 #: Nouns and adjectives outside the world, for distractor captions.
@@ -762,6 +788,75 @@ _DISTRACTOR_PLACES = (
 _EXTRA_SHAPES = ("oval", "pentagon", "arrow", "spiral", "rectangle", "octagon")
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article."""
+    return f"{article(word)} {word}"
+
+
+def _tex(texture: str) -> str:
+    """A texture word after a colour (nothing for solid)."""
+    return "" if texture == "solid" else f" {texture}"
+
+
+def _object_captions(nouns: list[str]) -> list[str]:
+    """Every object description, domain captions and object-on-background captions."""
+    out = [f"{_a(size)} {colour}{_tex(texture)} {shape}"
+           for size in SIZES for colour in COLOURS for texture in TEXTURES for shape in SHAPES]
+    out += [f"{_a(colour)}{_tex(texture)} {shape}" for colour in COLOURS for texture in TEXTURES for shape in SHAPES]
+    for noun in nouns:
+        for shape in SHAPES:
+            out.append(f"{_a(noun)} of {_a(shape)}")
+            out += [f"{_a(noun)} of {_a(colour)} {shape}" for colour in COLOURS]
+    out += [f"{_a(colour)}{_tex(texture)} {shape} on {_a(bg)} background"
+            for colour in COLOURS for texture in TEXTURES for shape in SHAPES for bg in BACKGROUNDS]
+    return out
+
+
+def _colourless_captions(relational: int, seed: int) -> list[str]:
+    """Captions of the domains that draw no colour (generator 2.1.0): "a sketch of a large star",
+    "a large star", "a large star left of a small cross" (``relational / 10`` of those sampled)."""
+    out = [f"{_a(noun)} of {_a(size)} {shape}"
+           for noun in sorted({DOMAIN_NOUN[d] for d in COLOURLESS_DOMAINS}) for size in SIZES for shape in SHAPES]
+    out += [f"{_a(size)} {shape}" for size in SIZES for shape in SHAPES]
+    plain = random.Random(seed + 1)
+    for _ in range(relational // 10):
+        o1, o2 = (f"{_a(plain.choice(SIZES))} {plain.choice(SHAPES)}" for _ in range(2))
+        out.append(f"{o1} {plain.choice(['left of', 'right of', 'above', 'below'])} {o2}")
+    return out
+
+
+def _marker_captions(nouns: list[str]) -> list[str]:
+    """Bare marker patches and objects with a marker patch."""
+    out: list[str] = []
+    for marker in MARKERS:
+        out.append(f"{_a(marker)} patch")
+        for shape in SHAPES:
+            out += [f"{_a(noun)} of {_a(shape)} with {_a(marker)} patch" for noun in nouns]
+            out += [f"{_a(colour)} {shape} with {_a(marker)} patch" for colour in COLOURS]
+    return out
+
+
+def _sampled_captions(rng: random.Random, nouns: list[str], relational: int, distractors: int) -> list[str]:
+    """``relational`` two-object relational captions, then ``distractors`` about things not in the world."""
+    out: list[str] = []
+    spatial = [r for r in RELATIONS if r in ("left of", "right of", "above", "below")]
+    for _ in range(relational):
+        o1 = f"{_a(rng.choice(SIZES))} {rng.choice(COLOURS)}{_tex(rng.choice(TEXTURES))} {rng.choice(SHAPES)}"
+        o2 = f"{_a(rng.choice(SIZES))} {rng.choice(COLOURS)}{_tex(rng.choice(TEXTURES))} {rng.choice(SHAPES)}"
+        out.append(f"{o1} {rng.choice(spatial)} {o2}")
+    for _ in range(distractors):
+        kind = rng.random()
+        noun = rng.choice(_DISTRACTOR_NOUNS)
+        adj = rng.choice(_DISTRACTOR_ADJECTIVES)
+        if kind < 0.4:
+            out.append(f"{_a(adj)} {noun} {rng.choice(_DISTRACTOR_PLACES)}")
+        elif kind < 0.7:
+            out.append(f"{_a(rng.choice(nouns))} of {_a(adj)} {noun}")
+        else:
+            out.append(f"{_a(rng.choice(COLOURS))} {rng.choice(_EXTRA_SHAPES)} {rng.choice(_DISTRACTOR_PLACES)}")
+    return out
+
+
 def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed: int = 0) -> list[str]:
     """The default caption bank: the world's caption grammar over its whole vocabulary, with distractors.
 
@@ -781,89 +876,14 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
     Returns:
         Distinct captions (deterministic order).
     """
-    from replens.world.vocab import (
-        BACKGROUNDS,
-        COLOURLESS_DOMAINS,
-        COLOURS,
-        DOMAIN_NOUN,
-        MARKERS,
-        RELATIONS,
-        SHAPES,
-        SIZES,
-        TEXTURES,
-        article,
-    )
-
-    def a(word: str) -> str:
-        return f"{article(word)} {word}"
-
-    def tex(t: str) -> str:
-        return "" if t == "solid" else f" {t}"
-
-    out: list[str] = []
-    for size in SIZES:
-        for colour in COLOURS:
-            for texture in TEXTURES:
-                for shape in SHAPES:
-                    out.append(f"{a(size)} {colour}{tex(texture)} {shape}")
-    for colour in COLOURS:
-        for texture in TEXTURES:
-            for shape in SHAPES:
-                out.append(f"{a(colour)}{tex(texture)} {shape}")
     nouns = list(dict.fromkeys(DOMAIN_NOUN.values()))
-    for noun in nouns:
-        for shape in SHAPES:
-            out.append(f"{a(noun)} of {a(shape)}")
-            for colour in COLOURS:
-                out.append(f"{a(noun)} of {a(colour)} {shape}")
-    for colour in COLOURS:
-        for texture in TEXTURES:
-            for shape in SHAPES:
-                for bg in BACKGROUNDS:
-                    out.append(f"{a(colour)}{tex(texture)} {shape} on {a(bg)} background")
-    # captions of the domains that draw no colour (generator 2.1.0): "a sketch of a large star",
-    # "a large star", "a large star left of a small cross"
-    for noun in sorted({DOMAIN_NOUN[d] for d in COLOURLESS_DOMAINS}):
-        for size in SIZES:
-            for shape in SHAPES:
-                out.append(f"{a(noun)} of {a(size)} {shape}")
-    for size in SIZES:
-        for shape in SHAPES:
-            out.append(f"{a(size)} {shape}")
-    plain = random.Random(seed + 1)
-    for _ in range(relational // 10):
-        o1, o2 = (f"{a(plain.choice(SIZES))} {plain.choice(SHAPES)}" for _ in range(2))
-        out.append(f"{o1} {plain.choice(['left of', 'right of', 'above', 'below'])} {o2}")
-    for marker in MARKERS:
-        out.append(f"{a(marker)} patch")
-        for shape in SHAPES:
-            for noun in nouns:
-                out.append(f"{a(noun)} of {a(shape)} with {a(marker)} patch")
-            for colour in COLOURS:
-                out.append(f"{a(colour)} {shape} with {a(marker)} patch")
-    rng = random.Random(seed)
-    spatial = [r for r in RELATIONS if r in ("left of", "right of", "above", "below")]
-    for _ in range(relational):
-        o1 = f"{a(rng.choice(SIZES))} {rng.choice(COLOURS)}{tex(rng.choice(TEXTURES))} {rng.choice(SHAPES)}"
-        o2 = f"{a(rng.choice(SIZES))} {rng.choice(COLOURS)}{tex(rng.choice(TEXTURES))} {rng.choice(SHAPES)}"
-        out.append(f"{o1} {rng.choice(spatial)} {o2}")
-    for _ in range(distractors):
-        kind = rng.random()
-        noun = rng.choice(_DISTRACTOR_NOUNS)
-        adj = rng.choice(_DISTRACTOR_ADJECTIVES)
-        if kind < 0.4:
-            out.append(f"{a(adj)} {noun} {rng.choice(_DISTRACTOR_PLACES)}")
-        elif kind < 0.7:
-            out.append(f"{a(rng.choice(nouns))} of {a(adj)} {noun}")
-        else:
-            out.append(f"{a(rng.choice(COLOURS))} {rng.choice(_EXTRA_SHAPES)} {rng.choice(_DISTRACTOR_PLACES)}")
+    out = _object_captions(nouns) + _colourless_captions(relational, seed) + _marker_captions(nouns)
+    out += _sampled_captions(random.Random(seed), nouns, relational, distractors)
     return list(dict.fromkeys(out))
 
 
 def default_world_bank(vl: Any, cache_dir: str | Path = "runs/cache", *, progress: bool = False) -> CaptionBank:
     """The world-grammar bank encoded with ``vl``, cached under ``cache_dir`` (keyed by model and grammar)."""
-    import hashlib
-
     texts = world_caption_texts()
     key = hashlib.sha256(("\n".join(texts) + f"|{vl.fingerprint}").encode()).hexdigest()[:12]
     root = Path(cache_dir) / "banks" / f"world-{key}"
