@@ -312,6 +312,17 @@ def test_symmetric_moco_enqueues_both_keys_after_the_step():
     assert torch.equal(bank[16:], before[16:])
 
 
+def test_moco_queue_is_in_the_state_dict_so_a_resumed_step_is_the_same():
+    m, v, _ = _setup("moco")
+    m(v)["loss"].backward()  # the queue now holds this batch's keys
+    assert {"criterion.memory_bank.bank", "criterion.memory_bank.bank_ptr"} <= set(m.state_dict())
+    torch.manual_seed(1)
+    resumed = create_method("moco", _TinyBackbone(), **REFERENCES["moco"][0]).double().eval()
+    resumed.load_state_dict(m.state_dict())
+    assert int(resumed.criterion.memory_bank.bank_ptr) == 16
+    assert torch.equal(resumed(v)["loss"], m(v)["loss"])
+
+
 def test_dino_centre_moves_by_the_teacher_batch_mean_with_momentum_0_9():
     m, v, _ = _setup("dino")
     center = m.criterion.center.clone()

@@ -49,6 +49,10 @@ class MoCo(SSLMethod):
         self.backbone_momentum = momentum_copy(backbone)
         self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, output_dim))
+        # lightly keeps the queue out of the state dict: checkpoint it, so that a resumed run goes on exactly
+        queue = self.criterion.memory_bank
+        queue.register_buffer("bank", queue.bank, persistent=True)
+        queue.register_buffer("bank_ptr", queue.bank_ptr, persistent=True)
         self.momentum_start, self.momentum_end, self.symmetric = momentum_start, momentum_end, symmetric
 
     def view_configs(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> list[ViewConfig]:
