@@ -155,39 +155,15 @@ def explain_failures(
     if not (len(h) == len(pred) == len(lab)):
         raise ValueError(f"{len(h)} features, {len(pred)} predictions and {len(lab)} labels")
     contrib = contributions(h, weight, pred)
-    explained = [g for g in groups if g.words or g.phrases]
-    by_feature: dict[int, list[GroupExplanation]] = {}
-    for g in explained:
-        for f in g.features:
-            by_feature.setdefault(int(f), []).append(g)
+    by_feature = _groups_by_feature(groups)
     cache: dict[tuple[int, ...], GroupExplanation | None] = {}
     failures = np.flatnonzero((pred != lab) & (lab >= 0))
     if max_samples is not None:
         failures = failures[:max_samples]
     out = []
     for j in failures:
-        order = np.argsort(-contrib[j], kind="stable")
-        tops: list[tuple[int, float]] = []
-        chosen: list[GroupExplanation] = []
-        for rank, f in enumerate(int(i) for i in order):
-            if contrib[j, f] <= 0 or len(tops) == top_features:
-                break
-            candidates = by_feature.get(f, [])
-            if candidates:
-                best = max(candidates, key=lambda g: (float(contrib[j, list(g.features)].sum()), len(g.highly)))
-            elif explain_feature is not None and rank < max(top_features, search_depth):
-                if (f,) not in cache:
-                    cache[(f,)] = explain_feature((f,))
-                best = cache[(f,)]
-            else:
-                best = None
-            if best is None or not (best.words or best.phrases):
-                continue
-            tops.append((f, float(contrib[j, f])))
-            if best not in chosen:
-                chosen.append(best)
-        if not tops:  # nothing explainable: still report the seed's argmax
-            tops = [(int(order[0]), float(contrib[j, order[0]]))]
+        tops, chosen = _explained_features(contrib[j], by_feature, explain_feature, cache, top_features,
+                                           search_depth)
         out.append(
             FailureExplanation(
                 row=int(j),
@@ -201,3 +177,50 @@ def explain_failures(
             )
         )
     return out
+
+
+def _groups_by_feature(groups: Sequence[GroupExplanation]) -> dict[int, list[GroupExplanation]]:
+    """``{feature: the explained groups (with words or phrases) that contain it}``."""
+    by_feature: dict[int, list[GroupExplanation]] = {}
+    for g in groups:
+        if g.words or g.phrases:
+            for f in g.features:
+                by_feature.setdefault(int(f), []).append(g)
+    return by_feature
+
+
+def _explained_features(
+    contrib: np.ndarray,
+    by_feature: dict[int, list[GroupExplanation]],
+    explain_feature: Callable[[tuple[int, ...]], GroupExplanation | None] | None,
+    cache: dict[tuple[int, ...], GroupExplanation | None],
+    top_features: int,
+    search_depth: int,
+) -> tuple[list[tuple[int, float]], list[GroupExplanation]]:
+    """One failure's ``(feature, contribution)`` of its explained top features and the groups explaining them.
+
+    ``contrib`` is the sample's (r,) ``h * U_pred``; see :func:`explain_failures` for the search.
+    """
+    order = np.argsort(-contrib, kind="stable")
+    tops: list[tuple[int, float]] = []
+    chosen: list[GroupExplanation] = []
+    for rank, f in enumerate(int(i) for i in order):
+        if contrib[f] <= 0 or len(tops) == top_features:
+            break
+        candidates = by_feature.get(f, [])
+        if candidates:
+            best = max(candidates, key=lambda g: (float(contrib[list(g.features)].sum()), len(g.highly)))
+        elif explain_feature is not None and rank < max(top_features, search_depth):
+            if (f,) not in cache:
+                cache[(f,)] = explain_feature((f,))
+            best = cache[(f,)]
+        else:
+            best = None
+        if best is None or not (best.words or best.phrases):
+            continue
+        tops.append((f, float(contrib[f])))
+        if best not in chosen:
+            chosen.append(best)
+    if not tops:  # nothing explainable: still report the seed's argmax
+        tops = [(int(order[0]), float(contrib[order[0]]))]
+    return tops, chosen
