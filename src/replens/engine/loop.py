@@ -10,11 +10,13 @@ checkpoint writes behave the same in all three:
 * :func:`set_learning_rate`: warm-up then cosine (``replens.schedules.lr_at``)
   on every parameter group, at the group's own ``peak_lr`` when it has one;
 * :func:`finite_loss`: the loss as a float, or a ``FloatingPointError`` naming the step;
+* :func:`due`: whether a periodic action (log, evaluation, checkpoint) falls on a step;
 * :func:`open_metrics_log`: ``metrics.jsonl`` emptied for a fresh run or cut back
   to the checkpoint's step on resume, opened for appending;
 * :func:`write_record`: one JSON line, flushed;
 * :func:`save_training_checkpoint`: ``torch.save`` written atomically;
-* :func:`clamp_logit_scale`: CLIP's temperature kept in ``[0, log 100]``.
+* :func:`clamp_logit_scale`: CLIP's temperature kept in ``[0, log 100]``;
+* :func:`clip_update`: one optimiser step on a CLIP loss (backward, step, clamp, finite check).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from replens.schedules import lr_at
 
 __all__ = [
     "clamp_logit_scale",
+    "clip_update",
+    "due",
     "epoch_batches",
     "finite_loss",
     "open_metrics_log",
@@ -67,6 +71,11 @@ def finite_loss(loss: torch.Tensor | float, step: int, what: str = "loss") -> fl
     return value
 
 
+def due(step: int, every: int, last: int) -> bool:
+    """Whether a periodic action falls on ``step``: every ``every`` steps (0: never) and at ``last``."""
+    return bool(every and step % every == 0) or step == last
+
+
 def open_metrics_log(path: Path, step: int) -> IO[str]:
     """Open ``metrics.jsonl`` for appending: emptied at step 0, else cut back to the lines up to ``step``.
 
@@ -96,3 +105,14 @@ def save_training_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def clamp_logit_scale(logit_scale: torch.Tensor) -> None:
     """Keep CLIP's learned log temperature in ``[0, log 100]`` (open_clip's rule), in place."""
     logit_scale.clamp_(0, math.log(100))
+
+
+def clip_update(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, logit_scale: torch.Tensor, step: int, what: str = "loss"
+) -> float:
+    """One optimiser step on a CLIP loss: gradients, step, :func:`clamp_logit_scale`, then :func:`finite_loss`."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    clamp_logit_scale(logit_scale)
+    return finite_loss(loss, step, what)

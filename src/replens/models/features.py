@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -241,6 +242,113 @@ def _init_meta(out_dir: Path, wanted: dict[str, Any], source: Dataset, overwrite
     }
 
 
+def _wanted(
+    backbone: Backbone, source: Dataset, layer: str | None, normalize: bool, token_pool: TokenPool, dtype: str,
+    chunk_size: int,
+) -> dict[str, Any]:
+    """The arguments recorded in ``meta.json`` (the :data:`_RESUME_KEYS` a resume must match)."""
+    return {
+        "model": getattr(backbone, "name", type(backbone).__name__),
+        "weights_sha256": state_digest(backbone),
+        "source": getattr(source, "spec", None),
+        "image_size": getattr(source, "image_size", None),
+        "layer": layer,
+        "normalize": bool(normalize),
+        "token_pool": token_pool,
+        "dtype": dtype,
+        "chunk_size": int(chunk_size),
+        "num_samples": int(len(source)),  # type: ignore[arg-type]
+    }
+
+
+@dataclass
+class _ChunkRows:
+    """The rows of one chunk as its batches come in."""
+
+    features: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    domains: list[np.ndarray] = field(default_factory=list)
+    index: list[np.ndarray] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def add(self, features: np.ndarray, batch: dict[str, Any]) -> None:
+        self.features.append(features)
+        self.labels.append(batch["label"].numpy())
+        self.domains.append(batch["domain"].numpy())
+        self.index.append(batch["index"].numpy())
+        self.names.extend(batch["name"])
+
+
+def _embed_rows(
+    loader: DataLoader, guard: BadImageGuard, embed: Callable[[torch.Tensor], np.ndarray], bar: tqdm
+) -> _ChunkRows:
+    """Embed every readable sample of ``loader`` (unreadable ones are counted by ``guard``), advancing ``bar``."""
+    rows = _ChunkRows()
+    seen_before = guard.seen
+    for batch in iterate_batches(loader, guard):
+        rows.add(embed(batch["image"]), batch)
+        bar.update(guard.seen - seen_before)
+        seen_before = guard.seen
+    bar.update(guard.seen - seen_before)
+    return rows
+
+
+def _store_chunk(
+    out_dir: Path, meta: dict[str, Any], k: int, stop: int, rows: _ChunkRows, bad: list[str],
+    probe_dim: Callable[[], int],
+) -> None:
+    """Write chunk ``k`` and list it in ``meta.json`` (which makes it count as finished)."""
+    dim = meta["dim"] if meta["dim"] is not None else (rows.features[0].shape[1] if rows.features else None)
+    if dim is None:  # every image of the first chunks was unreadable: find the size
+        dim = probe_dim()
+    meta["dim"] = int(dim)
+    features = np.concatenate(rows.features) if rows.features else np.zeros((0, dim), _DTYPES[meta["dtype"]])
+    _write_chunk(out_dir, k, features, _cat(rows.labels), _cat(rows.domains), _cat(rows.index), rows.names)
+    meta["chunks"].append(
+        {"file": _chunk_stem(k), "start": k * meta["chunk_size"], "stop": stop, "count": len(rows.names), "bad": bad}
+    )
+    meta["count"] = sum(c["count"] for c in meta["chunks"])
+    _save_json(out_dir / "meta.json", meta)
+
+
+def _extract_chunks(
+    backbone: Backbone, source: Dataset, out_dir: Path, meta: dict[str, Any], *, batch_size: int, device: torch.device,
+    num_workers: int, progress: bool,
+) -> None:
+    """Embed and store the chunks ``meta`` does not list yet; the backbone runs in eval mode meanwhile.
+
+    The layer, pooling, dtype and sizes are read from ``meta``, which records the call's arguments
+    (:func:`_init_meta` refuses a directory whose recorded ones differ).
+    """
+    layer, chunk_size, num_samples = meta["layer"], meta["chunk_size"], meta["num_samples"]
+    start = len(meta["chunks"]) * chunk_size
+    was_training = backbone.training
+    backbone.to(device).eval()
+
+    def embed(images: torch.Tensor) -> np.ndarray:
+        feats = _embed(backbone, images, layer, meta["normalize"], meta["token_pool"])
+        return feats.astype(_DTYPES[meta["dtype"]], copy=False)
+
+    # the source's tolerance (the max_bad= spec option), shared by all chunks
+    guard = BadImageGuard(max_bad_fraction=float(getattr(source, "max_bad_fraction", BadImageGuard.max_bad_fraction)))
+    bar = tqdm(total=num_samples, initial=min(start, num_samples), unit="img",
+               desc=f"features {meta['model']}" + (f"[{layer}]" if layer else ""), disable=not progress)
+    try:
+        for k in range(len(meta["chunks"]), math.ceil(num_samples / chunk_size)):
+            stop = min((k + 1) * chunk_size, num_samples)
+            loader = DataLoader(
+                Subset(source, range(k * chunk_size, stop)), batch_size=batch_size, shuffle=False,
+                collate_fn=collate_samples, num_workers=num_workers, pin_memory=device.type == "cuda",
+            )
+            bad_before = len(guard.bad_names)
+            rows = _embed_rows(loader, guard, embed, bar)
+            _store_chunk(out_dir, meta, k, stop, rows, guard.bad_names[bad_before:],
+                         lambda: _probe_dim(backbone, source, layer, meta["token_pool"]))
+    finally:
+        bar.close()
+        backbone.train(was_training)
+
+
 def extract_features(
     backbone: Backbone,
     source: Dataset,
@@ -293,95 +401,15 @@ def extract_features(
         raise ValueError("batch_size and chunk_size must be positive")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    num_samples = len(source)  # type: ignore[arg-type]
-    wanted = {
-        "model": getattr(backbone, "name", type(backbone).__name__),
-        "weights_sha256": state_digest(backbone),
-        "source": getattr(source, "spec", None),
-        "image_size": getattr(source, "image_size", None),
-        "layer": layer,
-        "normalize": bool(normalize),
-        "token_pool": token_pool,
-        "dtype": dtype,
-        "chunk_size": int(chunk_size),
-        "num_samples": int(num_samples),
-    }
-    meta = _init_meta(out_dir, wanted, source, overwrite)
+    meta = _init_meta(out_dir, _wanted(backbone, source, layer, normalize, token_pool, dtype, chunk_size), source,
+                      overwrite)
     if meta.get("complete"):
         return out_dir
     meta["complete"] = False
-    num_chunks = math.ceil(num_samples / chunk_size)
-    first_chunk = len(meta["chunks"])
-    start = first_chunk * chunk_size
-    device = torch.device(device)
-    was_training = backbone.training
-    backbone.to(device).eval()
-    # the source's tolerance (the max_bad= spec option), shared by all chunks
-    guard = BadImageGuard(max_bad_fraction=float(getattr(source, "max_bad_fraction", BadImageGuard.max_bad_fraction)))
-    bar = tqdm(
-        total=num_samples,
-        initial=min(start, num_samples),
-        unit="img",
-        desc=f"features {wanted['model']}" + (f"[{layer}]" if layer else ""),
-        disable=not progress,
-    )
-    try:
-        for k in range(first_chunk, num_chunks):
-            stop = min((k + 1) * chunk_size, num_samples)
-            loader = DataLoader(
-                Subset(source, range(k * chunk_size, stop)),
-                batch_size=batch_size,
-                shuffle=False,
-                collate_fn=collate_samples,
-                num_workers=num_workers,
-                pin_memory=device.type == "cuda",
-            )
-            parts: list[np.ndarray] = []
-            labels: list[np.ndarray] = []
-            domains: list[np.ndarray] = []
-            index: list[np.ndarray] = []
-            names: list[str] = []
-            bad_before = len(guard.bad_names)
-            seen_before = guard.seen
-            for batch in iterate_batches(loader, guard):
-                feats = _embed(backbone, batch["image"], layer, normalize, token_pool)
-                parts.append(feats.astype(_DTYPES[dtype], copy=False))
-                labels.append(batch["label"].numpy())
-                domains.append(batch["domain"].numpy())
-                index.append(batch["index"].numpy())
-                names.extend(batch["name"])
-                bar.update(guard.seen - seen_before)
-                seen_before = guard.seen
-            bar.update(guard.seen - seen_before)
-            dim = meta["dim"] if meta["dim"] is not None else (parts[0].shape[1] if parts else None)
-            if dim is None:  # every image of the first chunks was unreadable: find the size
-                dim = _probe_dim(backbone, source, layer, token_pool)
-            meta["dim"] = int(dim)
-            _write_chunk(
-                out_dir,
-                k,
-                np.concatenate(parts) if parts else np.zeros((0, dim), _DTYPES[dtype]),
-                _cat(labels),
-                _cat(domains),
-                _cat(index),
-                names,
-            )
-            meta["chunks"].append(
-                {
-                    "file": _chunk_stem(k),
-                    "start": k * chunk_size,
-                    "stop": stop,
-                    "count": len(names),
-                    "bad": guard.bad_names[bad_before:],
-                }
-            )
-            meta["count"] = sum(c["count"] for c in meta["chunks"])
-            _save_json(out_dir / "meta.json", meta)
-    finally:
-        bar.close()
-        backbone.train(was_training)
+    _extract_chunks(backbone, source, out_dir, meta, batch_size=batch_size, device=torch.device(device),
+                    num_workers=num_workers, progress=progress)
     if meta["dim"] is None:  # empty source
-        meta["dim"] = _probe_dim(backbone, source, layer, token_pool) if num_samples else backbone.feature_dim
+        meta["dim"] = _probe_dim(backbone, source, layer, token_pool) if meta["num_samples"] else backbone.feature_dim
     meta["bad"] = [name for c in meta["chunks"] for name in c["bad"]]
     meta["complete"] = True
     _save_json(out_dir / "meta.json", meta)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from replens.schedules import lr_at
 from replens.tokens.encoder import TokenEncoderConfig, preset_config
 from replens.tokens.evaluation import PairData, retrieval_metrics
 from replens.tokens.model import ENCODERS, DualEncoder, build_dual_encoder, save_token_model
+from replens.vl.model import VLModel
 
 __all__ = ["TokenTrainConfig", "build_model_for", "load_training_checkpoint", "lr_at", "train_token_model"]
 
@@ -158,8 +159,6 @@ def _batches(data: PairData, config: TokenTrainConfig, uses_tokens: bool, contex
 
 def _clone_vl(vl: Any) -> Any:
     """A copy of a VL model with its own weights (the tokenizer, large and read-only, is shared)."""
-    from replens.vl import VLModel
-
     clone = VLModel(
         copy.deepcopy(vl.model),
         vl.tokenizer,
@@ -218,6 +217,152 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _check_training_data(config: TokenTrainConfig, data: PairData) -> None:
+    """Reject a training set smaller than a batch or with an image without captions."""
+    if len(data) < config.batch_size:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({len(data)} pairs)")
+    if any(not caps for caps in data.captions):
+        bad = next(i for i, caps in enumerate(data.captions) if not caps)
+        raise ValueError(f"training image {data.tokens.names[bad]!r} has no caption")
+
+
+@dataclass
+class _CaptionBank:
+    """Every distinct training caption tokenised once, and each image's captions as indices into it."""
+
+    tokens: torch.Tensor
+    per_image: list[list[int]]
+
+    @classmethod
+    def build(cls, model: DualEncoder, data: PairData) -> _CaptionBank:
+        captions = sorted({c for caps in data.captions for c in caps})
+        caption_id = {c: k for k, c in enumerate(captions)}
+        return cls(model.vl.tokenize(captions), [[caption_id[c] for c in caps] for caps in data.captions])
+
+    def draw(self, batch_idx: list[int], seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """One caption per image, a function of ``(seed, step)``: the distinct ones and where each image's is."""
+        rng = np.random.default_rng([seed, step])
+        chosen = np.array([self.per_image[i][rng.integers(len(self.per_image[i]))] for i in batch_idx])
+        return np.unique(chosen, return_inverse=True)
+
+
+def _resume_step(path: Path, config: TokenTrainConfig, model: DualEncoder, optimizer: torch.optim.Optimizer) -> int:
+    """Load ``path`` into ``model`` and ``optimizer`` and return its step (0 when there is no checkpoint).
+
+    Raises:
+        ValueError: The checkpoint was written under another configuration (``steps`` and ``device`` may change).
+    """
+    if not path.exists():
+        return 0
+    ckpt = load_training_checkpoint(path)
+    if ckpt["config"] != asdict(config):
+        changed = sorted(k for k in ckpt["config"] if ckpt["config"][k] != asdict(config).get(k))
+        if [k for k in changed if k not in ("steps", "device")]:
+            raise ValueError(f"cannot resume {path}: the configuration changed ({changed})")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return int(ckpt["step"])
+
+
+@dataclass
+class _Trainer:
+    """What one training run works with; :meth:`step` and :meth:`record` are its loop body."""
+
+    config: TokenTrainConfig
+    model: DualEncoder
+    optimizer: torch.optim.AdamW
+    loss_fn: Any
+    bank: _CaptionBank
+    val_data: PairData | None
+    step_no: int = 0
+    calls: int = 0
+    seen: int = 0
+    last_loss: float = float("nan")
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+    def step(self, batch_idx: list[int], inputs: dict[str, Any]) -> None:
+        """One optimiser step on a batch (captions, dropout and learning rate fixed by ``(seed, step)``)."""
+        config, model, step, device = self.config, self.model, self.step_no, torch.device(self.config.device)
+        distinct, where = self.bank.draw(batch_idx, config.seed, step)
+        loop.set_learning_rate(self.optimizer, step, config.steps, int(config.warmup_fraction * config.steps))
+        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout is a function of (seed, step)
+        inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        image_features = model.encode_image(**inputs)
+        text_features = model.encode_text(self.bank.tokens[torch.from_numpy(distinct)].to(device))
+        text_features = text_features[torch.from_numpy(where).to(device)]
+        loss = self.loss_fn(image_features, text_features, model.logit_scale.exp())
+        self.last_loss = loop.clip_update(self.optimizer, loss, model.logit_scale, step)
+        self.step_no, self.calls, self.seen = step + 1, self.calls + 1, self.seen + len(batch_idx)
+
+    def record(self) -> dict[str, Any]:
+        """The metrics record of the step just taken (empty when neither a log nor an evaluation is due)."""
+        config, step = self.config, self.step_no
+        record: dict[str, Any] = {}
+        if loop.due(step, config.log_every, config.steps):
+            record = {"step": step, "loss": self.last_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                      "logit_scale": float(self.model.logit_scale.detach().exp())}
+        if self.val_data is not None and loop.due(step, config.eval_every, config.steps):
+            res = retrieval_metrics(self.model, self.val_data, caption_index=config.eval_caption,
+                                    max_items=config.max_eval)
+            self.last_eval = {k: v for k, v in res.items() if not k.startswith("n_")}
+            self.model.train()
+            record = {"step": step, "loss": self.last_loss, **record, **self.last_eval}
+        return record
+
+    def save_checkpoint(self, path: Path) -> None:
+        payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step_no,
+                   "config": asdict(self.config)}
+        loop.save_training_checkpoint(path, payload)
+
+
+def _run_steps(trainer: _Trainer, data: PairData, run_dir: Path, context: int, *, progress: bool,
+               stop_after: int | None, on_log: Callable[[dict[str, Any]], None] | None) -> None:
+    """Train from ``trainer.step_no`` to the end (or for ``stop_after`` steps), logging and checkpointing."""
+    config = trainer.config
+    bar = tqdm(total=config.steps, initial=trainer.step_no, desc=f"train {config.encoder}", unit="step",
+               disable=not progress)
+    log = loop.open_metrics_log(run_dir / "metrics.jsonl", trainer.step_no)
+    try:
+        batches = _batches(data, config, trainer.model.uses_tokens, context, trainer.step_no,
+                           len(data) // config.batch_size)
+        while trainer.step_no < config.steps and (stop_after is None or trainer.calls < stop_after):
+            trainer.step(*next(batches))
+            record = trainer.record()
+            if record:
+                loop.write_record(log, record)
+                if on_log is not None:
+                    on_log(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{trainer.last_loss:.3f}")
+            if loop.due(trainer.step_no, config.checkpoint_every, config.steps):
+                trainer.save_checkpoint(run_dir / "checkpoint.pt")
+    finally:
+        bar.close()
+        log.close()
+
+
+def _summary(trainer: _Trainer, run_dir: Path, elapsed: float, model_path: Path | None) -> dict[str, Any]:
+    """The run's ``train_summary.json``."""
+    model = trainer.model
+    return {
+        "encoder": trainer.config.encoder,
+        "steps": trainer.step_no,
+        "total_steps": trainer.config.steps,
+        "finished": trainer.step_no >= trainer.config.steps,
+        "final_loss": trainer.last_loss,
+        "samples_per_s": trainer.seen / elapsed if elapsed > 0 else float("nan"),
+        "seconds": elapsed,
+        "parameters": {
+            "image_side": sum(p.numel() for n_, p in model.trainable_parameters() if not n_.startswith("vl.")
+                              or model.kind == "vl-image"),
+            "trainable": sum(p.numel() for _, p in model.trainable_parameters()),
+        },
+        "eval": trainer.last_eval,
+        "checkpoint": str(run_dir / "checkpoint.pt"),
+        "model_path": str(model_path) if model_path is not None else None,
+    }
+
+
 def train_token_model(
     config: TokenTrainConfig,
     train_data: PairData,
@@ -252,128 +397,30 @@ def train_token_model(
         The summary (also written to ``train_summary.json``) with ``model``
         (the trained :class:`DualEncoder`) added.
     """
-    from open_clip import ClipLoss
+    from open_clip import ClipLoss  # open_clip is a heavy import, paid only when training
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
-    n = len(train_data)
-    if n < config.batch_size:
-        raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({n} pairs)")
-    if any(not caps for caps in train_data.captions):
-        bad = next(i for i, caps in enumerate(train_data.captions) if not caps)
-        raise ValueError(f"training image {train_data.tokens.names[bad]!r} has no caption")
+    _check_training_data(config, train_data)
     model, arch = build_model_for(config, vl, train_data)
-    model.to(device).train()
+    model.to(torch.device(config.device)).train()
     optimizer = _optimizer(model, config)
-    loss_fn = ClipLoss()
-
-    captions = sorted({c for caps in train_data.captions for c in caps})
-    caption_id = {c: k for k, c in enumerate(captions)}
-    caption_tokens = model.vl.tokenize(captions)
-    per_image = [[caption_id[c] for c in caps] for caps in train_data.captions]
-    steps_per_epoch = n // config.batch_size
-    warmup = int(config.warmup_fraction * config.steps)
-    context = arch["config"].context_length
-
-    step = 0
-    ckpt_path = run_dir / "checkpoint.pt"
-    metrics_path = run_dir / "metrics.jsonl"
-    if resume and ckpt_path.exists():
-        ckpt = load_training_checkpoint(ckpt_path)
-        if ckpt["config"] != asdict(config):
-            changed = sorted(k for k in ckpt["config"] if ckpt["config"][k] != asdict(config).get(k))
-            if [k for k in changed if k not in ("steps", "device")]:
-                raise ValueError(f"cannot resume {ckpt_path}: the configuration changed ({changed})")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step = int(ckpt["step"])
-
-    def save_ckpt() -> None:
-        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                   "config": asdict(config)}
-        loop.save_training_checkpoint(ckpt_path, payload)
-
-    def evaluate() -> dict[str, float]:
-        if val_data is None:
-            return {}
-        res = retrieval_metrics(model, val_data, caption_index=config.eval_caption, max_items=config.max_eval)
-        return {k: v for k, v in res.items() if not k.startswith("n_")}
-
-    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.encoder}", unit="step", disable=not progress)
-    t0, seen, calls, last_loss = time.perf_counter(), 0, 0, float("nan")
-    last_eval: dict[str, float] = {}
-    log = loop.open_metrics_log(metrics_path, step)
-    try:
-        batches = _batches(train_data, config, model.uses_tokens, context, step, steps_per_epoch)
-        while step < config.steps and (stop_after is None or calls < stop_after):
-            batch_idx, inputs = next(batches)
-            rng = np.random.default_rng([config.seed, step])
-            chosen = np.array([per_image[i][rng.integers(len(per_image[i]))] for i in batch_idx])
-            distinct, where = np.unique(chosen, return_inverse=True)
-            loop.set_learning_rate(optimizer, step, config.steps, warmup)
-            torch.manual_seed(config.seed * 1_000_003 + step)  # dropout is a function of (seed, step)
-            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-            image_features = model.encode_image(**inputs)
-            text_features = model.encode_text(caption_tokens[torch.from_numpy(distinct)].to(device))
-            text_features = text_features[torch.from_numpy(where).to(device)]
-            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loop.clamp_logit_scale(model.logit_scale)
-            last_loss = loop.finite_loss(loss, step)
-            step, calls, seen = step + 1, calls + 1, seen + len(batch_idx)
-            record: dict[str, Any] = {}
-            if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"],
-                          "logit_scale": float(model.logit_scale.detach().exp())}
-            if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.steps):
-                last_eval = evaluate()
-                model.train()
-                record = {"step": step, "loss": last_loss, **record, **last_eval}
-            if record:
-                loop.write_record(log, record)
-                if on_log is not None:
-                    on_log(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}")
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
-                save_ckpt()
-    finally:
-        bar.close()
-        log.close()
+    trainer = _Trainer(config, model, optimizer, ClipLoss(), _CaptionBank.build(model, train_data), val_data)
+    if resume:
+        trainer.step_no = _resume_step(run_dir / "checkpoint.pt", config, model, optimizer)
+    t0 = time.perf_counter()
+    _run_steps(trainer, train_data, run_dir, arch["config"].context_length, progress=progress,
+               stop_after=stop_after, on_log=on_log)
     elapsed = time.perf_counter() - t0
-    finished = step >= config.steps
     model.eval()
-    model_path = run_dir / "model.safetensors"
-    if finished:
+    model_path = None
+    if trainer.step_no >= config.steps:
+        model_path = run_dir / "model.safetensors"
         save_token_model(
-            model_path,
-            model,
-            arch["config"],
-            dims=arch["dims"],
-            image_size=arch["image_size"],
-            patch_size=arch["patch_size"],
-            vl_spec=vl_spec,
+            model_path, model, arch["config"], dims=arch["dims"], image_size=arch["image_size"],
+            patch_size=arch["patch_size"], vl_spec=vl_spec,
             extra={"train_config": asdict(config), **(extra_meta or {})},
         )
-    summary = {
-        "encoder": config.encoder,
-        "steps": step,
-        "total_steps": config.steps,
-        "finished": finished,
-        "final_loss": last_loss,
-        "samples_per_s": seen / elapsed if elapsed > 0 else float("nan"),
-        "seconds": elapsed,
-        "parameters": {
-            "image_side": sum(p.numel() for n_, p in model.trainable_parameters() if not n_.startswith("vl.")
-                              or model.kind == "vl-image"),
-            "trainable": sum(p.numel() for _, p in model.trainable_parameters()),
-        },
-        "eval": last_eval,
-        "checkpoint": str(ckpt_path),
-        "model_path": str(model_path) if finished else None,
-    }
+    summary = _summary(trainer, run_dir, elapsed, model_path)
     atomic_write_json(run_dir / "train_summary.json", summary)
     return {**summary, "model": model}

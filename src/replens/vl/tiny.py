@@ -32,9 +32,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from replens.engine.loop import clamp_logit_scale, finite_loss, set_learning_rate
+from replens.engine.loop import clip_update, due, set_learning_rate
 from replens.vl.model import VLModel, _open_clip_tokenizer, load_vl_checkpoint
+from replens.world import GENERATOR_VERSION, WorldConfig, cached_world, load_world
+from replens.world.annotate import object_phrase
+from replens.world.render import MARKER_LABEL
+from replens.world.vocab import COLOURLESS_DOMAINS, DOMAIN_NOUN, article
 
 __all__ = [
     "TinyClipConfig",
@@ -171,10 +176,6 @@ def world_training_items(world: Any, pad: float = 0.15) -> list[TrainingItem]:
         Whole images, object crops and marker crops with their captions (see
         the module docstring).
     """
-    from replens.world.annotate import object_phrase
-    from replens.world.render import MARKER_LABEL
-    from replens.world.vocab import COLOURLESS_DOMAINS, DOMAIN_NOUN, article
-
     side = int(world.config.size)
     items: list[TrainingItem] = []
     for i, rec in enumerate(world.records):
@@ -246,8 +247,6 @@ class TinyClipTrainConfig:
 
     def key(self) -> str:
         """A short hash of the configuration (the cache key of the default model)."""
-        from replens.world import GENERATOR_VERSION
-
         blob = json.dumps({**asdict(self), "world_generator": GENERATOR_VERSION}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -291,6 +290,97 @@ def _distinct_batch(
     return np.asarray(picks), captions
 
 
+@dataclass
+class _Pairs:
+    """A world split's training items ready for sampling.
+
+    Attributes:
+        items: The items (:func:`world_training_items`).
+        images: (N, 3, H, W) uint8 images of the split.
+        item_image: (M,) image index of each item.
+        item_box: (M, 4) float pixel box of each item (the whole image for whole-image items).
+        kinds: (M,) index of each item's kind in :data:`_KINDS`.
+        weights: (M,) sampling probability of each item.
+    """
+
+    items: list[TrainingItem]
+    images: torch.Tensor
+    item_image: torch.Tensor
+    item_box: torch.Tensor
+    kinds: np.ndarray
+    weights: np.ndarray
+
+
+_KINDS = ("image", "object", "marker")
+
+
+def _sampling_weights(kinds: np.ndarray, kind_weights: tuple[float, float, float]) -> np.ndarray:
+    """Item probabilities: each kind present gets its share of ``kind_weights``, split evenly among its items."""
+    weights = np.asarray(kind_weights, dtype=np.float64)[kinds]
+    present = [k for k in range(3) if (kinds == k).any()]
+    for k in present:  # each kind gets its share regardless of how many items it has
+        weights[kinds == k] /= (kinds == k).sum()
+    return weights / weights.sum()
+
+
+def _world_pairs(world_dir: str | Path, kind_weights: tuple[float, float, float]) -> _Pairs:
+    """The training items of a world's train split, its images and the items' sampling weights."""
+    world = load_world(world_dir, "train")
+    items = world_training_items(world)
+    if not items:
+        raise ValueError(f"world {world_dir} has no training images")
+    images = torch.from_numpy(np.stack([world.read(i) for i in range(len(world))])).permute(0, 3, 1, 2).contiguous()
+    side = images.shape[-1]
+    kinds = np.array([_KINDS.index(it.kind) for it in items])
+    return _Pairs(
+        items=items,
+        images=images,
+        item_image=torch.tensor([it.image for it in items]),
+        item_box=torch.tensor([it.box if it.box is not None else (0, 0, side, side) for it in items],
+                              dtype=torch.float32),
+        kinds=kinds,
+        weights=_sampling_weights(kinds, kind_weights),
+    )
+
+
+def _caption_tokens(vl: VLModel, items: list[TrainingItem]) -> tuple[torch.Tensor, dict[str, int]]:
+    """Every distinct caption tokenised once and its row; warns about captions cut at the context length."""
+    captions = sorted({c for it in items for c in it.captions})
+    tokens = vl.tokenize(captions)
+    too_long = [c for c, t in zip(captions, tokens, strict=True) if int(t[-1]) != 0]
+    if too_long:
+        log.warning(
+            "%d captions are longer than %d tokens and are truncated, e.g. %r",
+            len(too_long),
+            vl.context_length,
+            too_long[0],
+        )
+    return tokens, {c: k for k, c in enumerate(captions)}
+
+
+def _adamw(vl: VLModel, config: TinyClipTrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only."""
+    decay = [p for p in vl.model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in vl.model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+
+
+def _clip_loss(
+    vl: VLModel, loss_fn: Any, pairs: _Pairs, pick: np.ndarray, text_tokens: torch.Tensor, device: str
+) -> torch.Tensor:
+    """CLIP loss of the picked items' crops against their drawn captions' tokens."""
+    pick_t = torch.from_numpy(pick)
+    crops = _crop_batch(pairs.images[pairs.item_image[pick_t]], pairs.item_box[pick_t], vl.image_size)
+    image_features = vl.encode_image(crops.to(device), normalize=True)
+    text_features = vl.encode_text(text_tokens.to(device), normalize=True)
+    return loss_fn(image_features, text_features, vl.model.logit_scale.exp())
+
+
 def train_tiny_clip(
     world_dir: str | Path,
     out_path: str | Path,
@@ -317,49 +407,14 @@ def train_tiny_clip(
         ``steps``, ``final_loss``, ``seconds``, ``pairs_per_s``, ``items`` and
         ``loss_curve``.
     """
-    from open_clip import ClipLoss
-    from tqdm.auto import tqdm
-
-    from replens.world import load_world
+    from open_clip import ClipLoss  # open_clip is a heavy import, paid only when training
 
     config = config or TinyClipTrainConfig()
-    world = load_world(world_dir, "train")
-    items = world_training_items(world)
-    if not items:
-        raise ValueError(f"world {world_dir} has no training images")
-    images = torch.from_numpy(np.stack([world.read(i) for i in range(len(world))])).permute(0, 3, 1, 2).contiguous()
-    side = images.shape[-1]
+    pairs = _world_pairs(world_dir, config.kind_weights)
     vl = build_tiny_clip(config.model, seed=config.seed).to(device)
     vl.train()
-    captions = sorted({c for it in items for c in it.captions})
-    caption_id = {c: k for k, c in enumerate(captions)}
-    tokens = vl.tokenize(captions)
-    too_long = [c for c, t in zip(captions, tokens, strict=True) if int(t[-1]) != 0]
-    if too_long:
-        log.warning(
-            "%d captions are longer than %d tokens and are truncated, e.g. %r",
-            len(too_long),
-            vl.context_length,
-            too_long[0],
-        )
-    kinds = np.array([("image", "object", "marker").index(it.kind) for it in items])
-    weights = np.asarray(config.kind_weights, dtype=np.float64)[kinds]
-    present = [k for k in range(3) if (kinds == k).any()]
-    for k in present:  # each kind gets its share regardless of how many items it has
-        weights[kinds == k] /= (kinds == k).sum()
-    weights /= weights.sum()
-    item_image = torch.tensor([it.image for it in items])
-    item_box = torch.tensor([it.box if it.box is not None else (0, 0, side, side) for it in items], dtype=torch.float32)
-
-    decay = [p for p in vl.model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in vl.model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
-    loss_fn = ClipLoss()
+    tokens, caption_id = _caption_tokens(vl, pairs.items)
+    opt, loss_fn = _adamw(vl, config), ClipLoss()
     rng = np.random.default_rng(config.seed)
     warmup = int(config.warmup_fraction * config.steps)
     curve: list[dict[str, float]] = []
@@ -368,18 +423,10 @@ def train_tiny_clip(
     bar = tqdm(range(config.steps), desc="tiny CLIP", unit="step", disable=not progress)
     for step in bar:
         set_learning_rate(opt, step, config.steps, warmup, config.lr)
-        pick, chosen = _distinct_batch(items, weights, config.batch_size, rng)
-        pick_t = torch.from_numpy(pick)
-        crops = _crop_batch(images[item_image[pick_t]], item_box[pick_t], vl.image_size)
-        image_features = vl.encode_image(crops.to(device), normalize=True)
-        text_features = vl.encode_text(tokens[[caption_id[c] for c in chosen]].to(device), normalize=True)
-        loss = loss_fn(image_features, text_features, vl.model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        clamp_logit_scale(vl.model.logit_scale)
-        loss_value = finite_loss(loss, step, "tiny CLIP loss")
-        if step % log_every == 0 or step == config.steps - 1:
+        pick, chosen = _distinct_batch(pairs.items, pairs.weights, config.batch_size, rng)
+        loss = _clip_loss(vl, loss_fn, pairs, pick, tokens[[caption_id[c] for c in chosen]], device)
+        loss_value = clip_update(opt, loss, vl.model.logit_scale, step, "tiny CLIP loss")
+        if due(step, log_every, config.steps - 1):
             record = {"step": step, "loss": loss_value, "logit_scale": vl.logit_scale}
             curve.append(record)
             bar.set_postfix(loss=f"{loss_value:.3f}")
@@ -389,18 +436,17 @@ def train_tiny_clip(
     vl.eval()
     out_path = Path(out_path)
     vl.save(out_path, {"train_config": asdict(config), "world": str(world_dir)})
-    vl = load_vl_checkpoint(out_path, device=device)
     summary = {
         "steps": config.steps,
         "final_loss": loss_value,
         "seconds": seconds,
         "pairs_per_s": config.steps * config.batch_size / max(seconds, 1e-9),
-        "items": {kind: int((kinds == k).sum()) for k, kind in enumerate(("image", "object", "marker"))},
-        "unique_captions": len(captions),
+        "items": {kind: int((pairs.kinds == k).sum()) for k, kind in enumerate(_KINDS)},
+        "unique_captions": len(caption_id),
         "loss_curve": curve,
         "weights": str(out_path),
     }
-    return vl, summary
+    return load_vl_checkpoint(out_path, device=device), summary
 
 
 def tiny_clip_cache_path(config: TinyClipTrainConfig | None = None, cache_dir: str | Path = "runs/cache") -> Path:
@@ -411,8 +457,6 @@ def tiny_clip_cache_path(config: TinyClipTrainConfig | None = None, cache_dir: s
 
 def default_world(config: TinyClipTrainConfig, cache_dir: str | Path = "runs/cache", progress: bool = True) -> Path:
     """Generate (or reuse) the world the default tiny CLIP trains on."""
-    from replens.world import WorldConfig, cached_world
-
     wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=config.world_domains, seed=config.seed,
                        spurious=config.world_spurious)
     return cached_world(wcfg, cache_dir, progress)
