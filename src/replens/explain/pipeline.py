@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from replens.data import open_source
+from replens.evaluate import fit_linear_probe
+from replens.explain.activations import normalize_rows
 from replens.explain.bank import default_world_bank, open_bank
 from replens.explain.evaluate import (
     contrastive_filter_report,
@@ -45,6 +48,7 @@ from replens.explain.report import (
 )
 from replens.explain.transfer import TransferredGroup, learn_transfer, transfer_concepts
 from replens.runs import atomic_write, atomic_write_json
+from replens.vl import load_vl_model
 
 
 @dataclass
@@ -138,10 +142,6 @@ def _failure_head(
     falcon: Falcon, backbone: Any, train_data: Any, image_size: int | None, device: str, progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """``(weight, bias, features, description)`` of the linear head whose mistakes are explained."""
-    from replens.data import open_source
-    from replens.evaluate import fit_linear_probe
-    from replens.explain.activations import normalize_rows
-
     if train_data is not None:
         train = open_source(train_data, image_size=image_size) if isinstance(train_data, str) else train_data
         raw, index, _ = compute_representations(backbone, train, device=device, progress=progress)
@@ -199,8 +199,6 @@ def transfer_from(
     Returns:
         The transferred groups and ``transfer.json``'s record (carry rates, fit error, groups).
     """
-    from replens.explain.activations import normalize_rows
-
     if list(earlier.rows["names"]) != list(falcon.names):
         raise ValueError(f"--transfer-from {origin} explained another probe set: its sample names differ from --data's")
     source_h = normalize_rows(earlier.representations)
@@ -277,20 +275,47 @@ def explain(
     Returns:
         The :class:`Explanations`.
     """
-    from replens.data import open_source
-    from replens.vl import load_vl_model
-
     source = open_source(data, image_size=image_size) if isinstance(data, str) else data
-    data_name = data_name or (data if isinstance(data, str) else source.describe())
+    vl, bank = _vl_and_bank(vl, bank, cache_dir, device, progress)
+    falcon = Falcon(model, source, vl, bank, config, device=device, progress=progress)
+    result = falcon.run()
+    metrics = _run_metrics(falcon, result, vl, bank, source)
+    found, failure_record, transfers, transfer_record = [], None, [], None
+    if failures:
+        found, metrics["failures"] = explain_mistakes(
+            falcon, result, source, model, train_data=train_data, image_size=image_size, top_features=top_features,
+            max_failures=max_failures, device=device, progress=progress,
+        )
+        failure_record = {"head": metrics["failures"]["head"], "failures": [f.to_dict(list(source.classes)) for f in found]}
+    if transfer is not None:
+        earlier, origin = _earlier_explanations(transfer)
+        transfers, metrics["transfer"] = transfer_from(falcon, earlier, method=transfer_method,
+                                                       std_multiplier=transfer_std, seed=seed, origin=origin)
+        transfer_record = {**metrics["transfer"], "groups": [t.to_dict(falcon.names) for t in transfers]}
     name = model_name or str(getattr(model, "name", type(model).__name__))
+    data_name = data_name or (data if isinstance(data, str) else source.describe())
+    page = {"images": falcon.images, "title": f"FALCON: {name} on {data_name}", "failures": found,
+            "summary": {"model": name, "vl model": vl.name, "caption bank": str(bank.root)},
+            "classes": list(source.classes), "transfers": transfers}
+    return Explanations(concepts={**result.to_dict(), "model": name, "data": data_name, "vl": vl.name},
+                        rows={"data": data_name, "names": falcon.names, "index": falcon.index},
+                        representations=falcon.raw, metrics=metrics, failures=failure_record,
+                        transfer=transfer_record, result=result, page=page)
+
+
+def _vl_and_bank(vl: Any, bank: Any, cache_dir: str | Path, device: str, progress: bool) -> tuple[Any, Any]:
+    """The VL model (loaded from a name / checkpoint, or the tiny CLIP) and the caption bank (opened, or the default)."""
     if vl is None or isinstance(vl, (str, Path)):
         vl = load_vl_model(vl, device=device, cache_dir=cache_dir, progress=progress)
     if bank is None:
         bank = default_world_bank(vl, cache_dir, progress=progress)
     elif isinstance(bank, (str, Path)):
         bank = open_bank(bank)
-    falcon = Falcon(model, source, vl, bank, config, device=device, progress=progress)
-    result = falcon.run()
+    return vl, bank
+
+
+def _run_metrics(falcon: Falcon, result: FalconResult, vl: Any, bank: Any, source: Any) -> dict[str, Any]:
+    """``metrics.json`` of the FALCON run itself; on world data with the concepts' ground-truth precision/recall."""
     metrics: dict[str, Any] = {"falcon": result.summary(), "vl": vl.name, "bank": str(bank.root),
                                "bank_captions": len(bank), "gamma": falcon.config.gamma}
     truth = source_concepts(source)
@@ -298,28 +323,14 @@ def explain(
         concepts = [truth[int(i)] for i in falcon.index]
         metrics["ground_truth"] = {"top_k": precision_recall_at_k(result.explained, concepts),
                                    "contrastive_filter": contrastive_filter_report(result.explained, concepts)}
-    classes = list(source.classes)
-    found, failure_record = [], None
-    if failures:
-        found, metrics["failures"] = explain_mistakes(
-            falcon, result, source, model, train_data=train_data, image_size=image_size, top_features=top_features,
-            max_failures=max_failures, device=device, progress=progress,
-        )
-        failure_record = {"head": metrics["failures"]["head"], "failures": [f.to_dict(classes) for f in found]}
-    transfers, transfer_record = [], None
-    if transfer is not None:
-        try:
-            earlier = transfer if isinstance(transfer, Explanations) else Explanations.load(transfer)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"--transfer-from {exc}") from None
-        origin = "" if isinstance(transfer, Explanations) else str(Path(transfer))
-        transfers, metrics["transfer"] = transfer_from(falcon, earlier, method=transfer_method,
-                                                       std_multiplier=transfer_std, seed=seed, origin=origin)
-        transfer_record = {**metrics["transfer"], "groups": [t.to_dict(falcon.names) for t in transfers]}
-    concepts = {**result.to_dict(), "model": name, "data": data_name, "vl": vl.name}
-    page = {"images": falcon.images, "title": f"FALCON: {name} on {data_name}", "failures": found,
-            "summary": {"model": name, "vl model": vl.name, "caption bank": str(bank.root)},
-            "classes": classes, "transfers": transfers}
-    return Explanations(concepts=concepts, rows={"data": data_name, "names": falcon.names, "index": falcon.index},
-                        representations=falcon.raw, metrics=metrics, failures=failure_record,
-                        transfer=transfer_record, result=result, page=page)
+    return metrics
+
+
+def _earlier_explanations(transfer: str | Path | Explanations) -> tuple[Explanations, str]:
+    """The explanations to transfer from and their folder (``""`` for live ones)."""
+    if isinstance(transfer, Explanations):
+        return transfer, ""
+    try:
+        return Explanations.load(transfer), str(Path(transfer))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--transfer-from {exc}") from None
