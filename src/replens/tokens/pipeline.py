@@ -23,11 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from replens.data import open_source
+from replens.models import create_backbone
+from replens.models.weights import save_checkpoint
 from replens.tokens.cache import TokenCacheWriter, TokenDataset
 from replens.tokens.extract import GraphTokenizer, RelationEmbedder, SceneGraph, world_scene_graph
+from replens.tokens.maskrcnn import MaskRCNNTokenizer
 from replens.tokens.sample import CONTEXT_LENGTH, N_NEIGHBOURS
+from replens.tokens.scene_graph import load_psg, load_visual_genome
+from replens.vl import load_vl_model
 
 __all__ = ["EXTRACTORS", "ExtractConfig", "extract_tokens", "maskrcnn_tokenizer_from_cache", "tokenizer_from_cache"]
 
@@ -111,24 +118,18 @@ def _read_captions(path: str | None) -> dict[str, list[str]]:
 
 
 def _backbone(config: ExtractConfig, weights: str | Path | None) -> Any:
-    from replens.models import create_backbone
-
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         return create_backbone(config.backbone, weights=weights)
 
 
 def _vl(config: ExtractConfig, progress: bool) -> Any:
-    from replens.vl import load_vl_model
-
     return load_vl_model(config.vl, device=config.device, progress=progress)
 
 
 def _items(config: ExtractConfig, captions: dict[str, list[str]]) -> tuple[int, Iterator[tuple[Any, ...]], Any]:
     """(count, iterator of (name, index, image (3,H,W) uint8, graph | None, captions), source)."""
     if config.extractor == "scene-graph":
-        from replens.tokens.scene_graph import load_psg, load_visual_genome
-
         loader = load_visual_genome if config.graph_format == "vg" else load_psg
         records = loader(config.scene_graphs, config.images, limit=config.limit)
 
@@ -141,8 +142,6 @@ def _items(config: ExtractConfig, captions: dict[str, list[str]]) -> tuple[int, 
                 )
 
         return len(records), gen_sg(), None
-    from replens.data import open_source
-
     source = open_source(str(config.data))
     n = len(source) if config.limit is None else min(len(source), config.limit)
     world = config.extractor == "world"
@@ -180,8 +179,6 @@ def extract_tokens(
     Returns:
         ``out_dir``.
     """
-    from replens.models.weights import save_checkpoint
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vl = vl if vl is not None else _vl(config, progress)
@@ -189,8 +186,6 @@ def extract_tokens(
     embedder = RelationEmbedder(vl)
     table_path = out_dir / "relations.safetensors"
     if table_path.is_file():
-        from safetensors.torch import load_file
-
         embedder.table.update(load_file(str(table_path)))
     meta: dict[str, Any] = {
         "extractor": config.extractor,
@@ -198,32 +193,7 @@ def extract_tokens(
         "config": {k: v for k, v in asdict(config).items() if k not in ("device", "batch_size", "limit")},
         "vl": {"spec": config.vl, "name": vl.name, "fingerprint": getattr(vl, "fingerprint", vl.name)},
     }
-    if config.extractor == "maskrcnn":
-        from replens.tokens.maskrcnn import MaskRCNNTokenizer
-
-        tokenizer: Any = MaskRCNNTokenizer(
-            embedder,
-            weights=config.maskrcnn_weights,
-            score_threshold=config.score_threshold,
-            max_objects=config.max_objects,
-            n_neighbours=config.n_neighbours,
-            context_length=config.context_length,
-            device=config.device,
-        )
-    else:
-        backbone_path = out_dir / "backbone.safetensors"
-        backbone = _backbone(config, backbone_path if backbone_path.is_file() else config.backbone_weights)
-        if not backbone_path.is_file():
-            save_checkpoint(backbone_path, backbone, {"backbone": config.backbone})
-        tokenizer = GraphTokenizer(
-            backbone,
-            embedder,
-            layers=config.layers,
-            n_neighbours=config.n_neighbours,
-            context_length=config.context_length,
-            device=config.device,
-        )
-        meta["backbone"] = {"name": config.backbone, "layers": tokenizer.layers, "file": backbone_path.name}
+    tokenizer = _tokenizer(config, embedder, out_dir, meta)
     writer = TokenCacheWriter(out_dir, meta, shard_size=config.shard_size, resume=resume)
     total, items, _ = _items(config, captions)
     done = writer.done
@@ -231,15 +201,7 @@ def extract_tokens(
                disable=not progress)
 
     def flush(batch: list[tuple[Any, ...]]) -> None:
-        if config.extractor == "maskrcnn":
-            tokens = tokenizer.tokenize([b[2] for b in batch])
-        else:
-            sizes = {tuple(b[2].shape) for b in batch}
-            if len(sizes) == 1:
-                tokens = tokenizer.tokenize(torch.stack([b[2] for b in batch]), [b[3] for b in batch])
-            else:  # images of different sizes: one at a time
-                tokens = [tokenizer.tokenize(b[2][None], [b[3]])[0] for b in batch]
-        for (name, index, _, _, caps), tok in zip(batch, tokens, strict=True):
+        for (name, index, _, _, caps), tok in zip(batch, _tokenize(config, tokenizer, batch), strict=True):
             writer.add(tok, name, index, caps)
         bar.update(len(batch))
 
@@ -260,6 +222,43 @@ def extract_tokens(
     return out_dir
 
 
+def _tokenizer(config: ExtractConfig, embedder: RelationEmbedder, out_dir: Path, meta: dict[str, Any]) -> Any:
+    """The extractor's tokenizer; a backbone's is saved in ``out_dir`` (or reloaded from it) and noted in ``meta``."""
+    if config.extractor == "maskrcnn":
+        return MaskRCNNTokenizer(
+            embedder,
+            weights=config.maskrcnn_weights,
+            score_threshold=config.score_threshold,
+            max_objects=config.max_objects,
+            n_neighbours=config.n_neighbours,
+            context_length=config.context_length,
+            device=config.device,
+        )
+    backbone_path = out_dir / "backbone.safetensors"
+    backbone = _backbone(config, backbone_path if backbone_path.is_file() else config.backbone_weights)
+    if not backbone_path.is_file():
+        save_checkpoint(backbone_path, backbone, {"backbone": config.backbone})
+    tokenizer = GraphTokenizer(
+        backbone,
+        embedder,
+        layers=config.layers,
+        n_neighbours=config.n_neighbours,
+        context_length=config.context_length,
+        device=config.device,
+    )
+    meta["backbone"] = {"name": config.backbone, "layers": tokenizer.layers, "file": backbone_path.name}
+    return tokenizer
+
+
+def _tokenize(config: ExtractConfig, tokenizer: Any, batch: list[tuple[Any, ...]]) -> list[Any]:
+    """Tokens of a batch of ``(name, index, image, graph, captions)`` items."""
+    if config.extractor == "maskrcnn":
+        return tokenizer.tokenize([b[2] for b in batch])
+    if len({tuple(b[2].shape) for b in batch}) == 1:
+        return tokenizer.tokenize(torch.stack([b[2] for b in batch]), [b[3] for b in batch])
+    return [tokenizer.tokenize(b[2][None], [b[3]])[0] for b in batch]  # images of different sizes: one at a time
+
+
 def tokenizer_from_cache(
     cache: TokenDataset | str | Path, *, vl: Any | None = None, device: str = "cpu"
 ) -> GraphTokenizer:
@@ -272,8 +271,6 @@ def tokenizer_from_cache(
         ValueError: The cache was made by Mask R-CNN (use
             :class:`~replens.tokens.maskrcnn.MaskRCNNTokenizer` instead).
     """
-    from replens.models import create_backbone
-
     data = cache if isinstance(cache, TokenDataset) else TokenDataset(cache)
     meta = data.meta
     if "backbone" not in meta:
@@ -300,8 +297,6 @@ def maskrcnn_tokenizer_from_cache(
         ValueError: The cache was not made by the Mask R-CNN extractor.
         WeightsError: Its Mask R-CNN weights are no longer where they were.
     """
-    from replens.tokens.maskrcnn import MaskRCNNTokenizer
-
     data = cache if isinstance(cache, TokenDataset) else TokenDataset(cache)
     if data.meta.get("extractor") != "maskrcnn":
         raise ValueError(f"token cache {data.root} was made by {data.meta.get('extractor')!r}, not 'maskrcnn'")
