@@ -206,70 +206,25 @@ def scan_shard(path: str) -> _Shard:
             image, an unreadable ``.json``. (Label values are checked by the
             caller.)
     """
-    tar_bytes: bytes | None = None
-    fd = -1
-    try:
-        if _is_compressed(path):
-            with open(path, "rb") as handle:
-                tar_bytes = _decompress(handle.read(), path)
-            assert tar_bytes is not None
-            total = len(tar_bytes)
-        else:
-            total = os.path.getsize(path)
-            fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise DataError(f"cannot open shard {path!r}: {exc}") from exc
+    tar_bytes, fd, total = _open_shard(path)
 
     def payload(offset: int, size: int) -> bytes:
         if tar_bytes is not None:
             return tar_bytes[offset : offset + size]
         return os.pread(fd, size, offset)
 
-    groups: dict[str, dict[str, tuple[int, int, str]]] = {}
     try:
-        try:
-            listed = _list_members_fast(payload, total, path)
-        except _NeedTarfile:
-            if tar_bytes is not None:
-                listed = _list_members_tarfile(io.BytesIO(tar_bytes), payload, total, path)
-            else:
-                with open(path, "rb") as handle:
-                    listed = _list_members_tarfile(handle, payload, total, path)
-        for name, offset, size in listed:
-            split = _split_member(name)
-            if split is not None:
-                key, ext = split
-                groups.setdefault(key, {})[ext] = (offset, size, name)
+        groups = _group_members(_list_members(path, tar_bytes, payload, total))
         shard = _Shard(path=path, blob=None)
         blob_parts: list[bytes] = []
         blob_size = 0
         for key, members in groups.items():
-            image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
-            if image_ext is None:
-                if "cls" in members or "json" in members:
-                    listed = ", ".join(m[2] for m in members.values())
-                    raise DataError(
-                        f"shard {path!r}: sample {key!r} has no image member "
-                        f"({'|'.join(IMAGE_EXTENSIONS)}); its members: {listed}"
-                    )
+            sample = _scan_sample(path, key, members, payload)
+            if sample is None:
                 continue
-            offset, size, member = members[image_ext]
             if tar_bytes is not None:  # keep only the image bytes of compressed shards
-                blob_parts.append(tar_bytes[offset : offset + size])
-                offset, blob_size = blob_size, blob_size + size
-            sample = _Sample(key=key, image_member=member, offset=offset, size=size)
-            if "cls" in members:
-                c_off, c_size, sample.cls_member = members["cls"]
-                sample.cls_text = payload(c_off, c_size)
-            if "json" in members:
-                j_off, j_size, sample.json_member = members["json"]
-                try:
-                    meta = json.loads(payload(j_off, j_size))
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise DataError(f"shard {path!r}: member {sample.json_member!r} is not valid JSON: {exc}") from exc
-                if not isinstance(meta, dict):
-                    raise DataError(f"shard {path!r}: member {sample.json_member!r} is not a JSON object")
-                sample.meta = meta
+                blob_parts.append(tar_bytes[sample.offset : sample.offset + sample.size])
+                sample.offset, blob_size = blob_size, blob_size + sample.size
             shard.samples.append(sample)
         if tar_bytes is not None:
             shard.blob = b"".join(blob_parts)
@@ -281,6 +236,74 @@ def scan_shard(path: str) -> _Shard:
     if not shard.samples:
         raise DataError(f"shard {path!r} holds no samples (no members named KEY.{'|'.join(IMAGE_EXTENSIONS)})")
     return shard
+
+
+def _open_shard(path: str) -> tuple[bytes | None, int, int]:
+    """``(decompressed tar or None, file descriptor or -1, tar size)`` of a compressed or a plain shard."""
+    try:
+        if _is_compressed(path):
+            with open(path, "rb") as handle:
+                tar_bytes = _decompress(handle.read(), path)
+            assert tar_bytes is not None
+            return tar_bytes, -1, len(tar_bytes)
+        total = os.path.getsize(path)
+        return None, os.open(path, os.O_RDONLY), total
+    except OSError as exc:
+        raise DataError(f"cannot open shard {path!r}: {exc}") from exc
+
+
+def _list_members(
+    path: str, tar_bytes: bytes | None, payload: Callable[[int, int], bytes], total: int
+) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of the shard's regular files: the fast reader, else ``tarfile``."""
+    try:
+        return _list_members_fast(payload, total, path)
+    except _NeedTarfile:
+        if tar_bytes is not None:
+            return _list_members_tarfile(io.BytesIO(tar_bytes), payload, total, path)
+        with open(path, "rb") as handle:
+            return _list_members_tarfile(handle, payload, total, path)
+
+
+def _group_members(listed: list[tuple[str, int, int]]) -> dict[str, dict[str, tuple[int, int, str]]]:
+    """``{key: {extension: (offset, size, member name)}}`` in member order."""
+    groups: dict[str, dict[str, tuple[int, int, str]]] = {}
+    for name, offset, size in listed:
+        split = _split_member(name)
+        if split is not None:
+            key, ext = split
+            groups.setdefault(key, {})[ext] = (offset, size, name)
+    return groups
+
+
+def _scan_sample(
+    path: str, key: str, members: dict[str, tuple[int, int, str]], payload: Callable[[int, int], bytes]
+) -> _Sample | None:
+    """The sample of one key with its ``.cls`` text and ``.json`` metadata; None for a key without image or labels."""
+    image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+    if image_ext is None:
+        if "cls" in members or "json" in members:
+            listed = ", ".join(m[2] for m in members.values())
+            raise DataError(
+                f"shard {path!r}: sample {key!r} has no image member "
+                f"({'|'.join(IMAGE_EXTENSIONS)}); its members: {listed}"
+            )
+        return None
+    offset, size, member = members[image_ext]
+    sample = _Sample(key=key, image_member=member, offset=offset, size=size)
+    if "cls" in members:
+        c_off, c_size, sample.cls_member = members["cls"]
+        sample.cls_text = payload(c_off, c_size)
+    if "json" in members:
+        j_off, j_size, sample.json_member = members["json"]
+        try:
+            meta = json.loads(payload(j_off, j_size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"shard {path!r}: member {sample.json_member!r} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise DataError(f"shard {path!r}: member {sample.json_member!r} is not a JSON object")
+        sample.meta = meta
+    return sample
 
 
 def _parse_cls(sample: _Sample, shard: str) -> int:
@@ -307,6 +330,89 @@ def read_class_names(path: str) -> list[str]:
     if not names:
         raise DataError(f"class list {path!r} is empty")
     return names
+
+
+def _stated_labels(scanned: list[_Shard]) -> tuple[list[int | None], list[Any]]:
+    """Per sample: its ``.cls`` value (None: no ``.cls``) and its ``.json`` ``class`` (or ``label``, or None)."""
+    cls_values: list[int | None] = []
+    json_classes: list[Any] = []
+    for shard in scanned:
+        for sample in shard.samples:
+            cls_values.append(_parse_cls(sample, shard.path) if sample.cls_text is not None else None)
+            meta_class = sample.meta.get("class") if sample.meta else None
+            if meta_class is None and sample.meta:
+                meta_class = sample.meta.get("label")
+            json_classes.append(meta_class)
+    return cls_values, json_classes
+
+
+def _infer_class_names(cls_values: list[int | None], json_classes: list[Any], first_shard: str) -> list[str]:
+    """Class names without a class list: each index named from the ``.json`` class names when they agree, else
+    numbers up to the largest ``.cls``; with no ``.cls`` at all, the sorted ``.json`` names."""
+    pairs: dict[int, str] = {}
+    consistent = True
+    for value, meta in zip(cls_values, json_classes, strict=True):
+        if value is not None and isinstance(meta, str):
+            consistent &= pairs.setdefault(value, meta) == meta
+    top = max((v for v in cls_values if v is not None), default=-1)
+    used = {v for v in cls_values if v is not None}
+    named = consistent and all(i in pairs for i in range(top + 1))
+    if top >= 2 and len(used) <= top / 2 and not named:
+        raise DataError(
+            f"shards {first_shard!r}...: numeric labels run up to {top} but only {len(used)} "
+            f"distinct values occur; put classes.txt next to the shards or state ?num_classes=K"
+        )
+    if top >= 0:
+        return [pairs[i] for i in range(top + 1)] if named else [str(i) for i in range(top + 1)]
+    return sorted({m for m in json_classes if isinstance(m, str)})
+
+
+def _sample_label(
+    shard: _Shard, sample: _Sample, value: int | None, meta: Any, index_of: dict[str, int], n_classes: int, where: str
+) -> int | None:
+    """One sample's label from its ``.cls`` value and ``.json`` class (checked to agree and be in range)."""
+    from_json: int | None = None
+    if isinstance(meta, bool):
+        meta = None
+    if isinstance(meta, int):
+        from_json = meta
+    elif isinstance(meta, str):
+        if meta not in index_of:
+            if value is None:
+                raise DataError(
+                    f"shard {shard.path!r}: member {sample.json_member!r} names class "
+                    f"{meta!r}, which is not in the {where}"
+                )
+        else:
+            from_json = index_of[meta]
+    if value is not None and from_json is not None and value != from_json:
+        raise DataError(
+            f"shard {shard.path!r}: {sample.cls_member!r} says class {value} but "
+            f"{sample.json_member!r} says {meta!r}"
+        )
+    label = value if value is not None else from_json
+    if label is not None and not 0 <= label < n_classes:
+        raise DataError(
+            f"shard {shard.path!r}: sample {sample.key!r} has label {label}, outside "
+            f"0..{n_classes - 1} of the {where}"
+        )
+    return label
+
+
+def _raise_missing_labels(labels: np.ndarray, first_missing: tuple[str, str]) -> None:
+    """The error for samples without a label (-1 in ``labels``), naming the first one."""
+    n_missing = int((labels < 0).sum())
+    shard_path, member = first_missing
+    if n_missing == len(labels):
+        raise DataError(
+            f"shard {shard_path!r} has images but no labels (no KEY.cls members, no "
+            f"'class' in KEY.json; first image {member!r}); pass unlabeled=1 to open "
+            "it without labels"
+        )
+    raise DataError(
+        f"shard {shard_path!r}: image {member!r} has no label (.cls or .json 'class'); "
+        f"{n_missing} of {len(labels)} samples lack one; pass unlabeled=1 to accept that"
+    )
 
 
 class WebDatasetSource(ImageSource):
@@ -404,39 +510,11 @@ class WebDatasetSource(ImageSource):
         class_file: str | None,
         unlabeled: bool,
     ) -> np.ndarray:
-        cls_values: list[int | None] = []
-        json_classes: list[Any] = []
-        for shard in scanned:
-            for sample in shard.samples:
-                cls_values.append(_parse_cls(sample, shard.path) if sample.cls_text is not None else None)
-                meta_class = sample.meta.get("class") if sample.meta else None
-                if meta_class is None and sample.meta:
-                    meta_class = sample.meta.get("label")
-                json_classes.append(meta_class)
+        """Label per scanned sample (-1: none); sets ``classes`` (inferred from the labels when not given)."""
+        cls_values, json_classes = _stated_labels(scanned)
         samples = [(shard, s) for shard in scanned for s in shard.samples]
-
         if class_names is None:
-            # name each index from the .json class names when they agree, else use numbers
-            pairs: dict[int, str] = {}
-            consistent = True
-            for value, meta in zip(cls_values, json_classes, strict=True):
-                if value is not None and isinstance(meta, str):
-                    consistent &= pairs.setdefault(value, meta) == meta
-            top = max((v for v in cls_values if v is not None), default=-1)
-            used = {v for v in cls_values if v is not None}
-            if top >= 2 and len(used) <= top / 2 and not (consistent and all(i in pairs for i in range(top + 1))):
-                raise DataError(
-                    f"shards {self.shard_paths[0]!r}...: numeric labels run up to {top} but only {len(used)} "
-                    f"distinct values occur; put classes.txt next to the shards or state ?num_classes=K"
-                )
-            if top >= 0:
-                if consistent and all(i in pairs for i in range(top + 1)):
-                    class_names = [pairs[i] for i in range(top + 1)]
-                else:
-                    class_names = [str(i) for i in range(top + 1)]
-            else:
-                named = sorted({m for m in json_classes if isinstance(m, str)})
-                class_names = named
+            class_names = _infer_class_names(cls_values, json_classes, self.shard_paths[0])
         self.classes = class_names
         index_of = {name: i for i, name in enumerate(class_names)}
         where = f"class list {class_file!r}" if class_file else f"{len(class_names)} classes"
@@ -444,48 +522,13 @@ class WebDatasetSource(ImageSource):
         labels = np.full(len(samples), -1, dtype=np.int64)
         first_missing = None
         for i, ((shard, sample), value, meta) in enumerate(zip(samples, cls_values, json_classes, strict=True)):
-            from_json: int | None = None
-            if isinstance(meta, bool):
-                meta = None
-            if isinstance(meta, int):
-                from_json = meta
-            elif isinstance(meta, str):
-                if meta not in index_of:
-                    if value is None:
-                        raise DataError(
-                            f"shard {shard.path!r}: member {sample.json_member!r} names class "
-                            f"{meta!r}, which is not in the {where}"
-                        )
-                else:
-                    from_json = index_of[meta]
-            if value is not None and from_json is not None and value != from_json:
-                raise DataError(
-                    f"shard {shard.path!r}: {sample.cls_member!r} says class {value} but "
-                    f"{sample.json_member!r} says {meta!r}"
-                )
-            label = value if value is not None else from_json
+            label = _sample_label(shard, sample, value, meta, index_of, len(class_names), where)
             if label is None:
                 first_missing = first_missing or (shard.path, sample.image_member)
                 continue
-            if not 0 <= label < len(class_names):
-                raise DataError(
-                    f"shard {shard.path!r}: sample {sample.key!r} has label {label}, outside "
-                    f"0..{len(class_names) - 1} of the {where}"
-                )
             labels[i] = label
         if first_missing is not None and not unlabeled:
-            n_missing = int((labels < 0).sum())
-            shard_path, member = first_missing
-            if n_missing == len(samples):
-                raise DataError(
-                    f"shard {shard_path!r} has images but no labels (no KEY.cls members, no "
-                    f"'class' in KEY.json; first image {member!r}); pass unlabeled=1 to open "
-                    "it without labels"
-                )
-            raise DataError(
-                f"shard {shard_path!r}: image {member!r} has no label (.cls or .json 'class'); "
-                f"{n_missing} of {len(samples)} samples lack one; pass unlabeled=1 to accept that"
-            )
+            _raise_missing_labels(labels, first_missing)
         return labels
 
     def _resolve_domains(
