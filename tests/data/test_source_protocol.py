@@ -322,9 +322,12 @@ def test_index_past_the_end_is_an_index_error(
     scheme, builder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards
 ) -> None:
     fixture, source = _build(scheme, builder, tmp_path, monkeypatch, shards)
-    for index in (len(source), len(source) + 100):
-        with pytest.raises(IndexError):
+    n = len(source)
+    for index in (n, n + 100, -n - 1):
+        with pytest.raises(IndexError, match=rf"index {index} out of range for .*\({n} samples\)"):
             source[index]
+    last = source[-1]  # negative indices count from the end, as for a list, and report the position
+    assert last["index"] == n - 1 and last["name"] == source[n - 1]["name"]
     limited = open_source(_with(fixture.spec, limit=2))
     with pytest.raises(IndexError):
         limited[2]

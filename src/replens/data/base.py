@@ -224,7 +224,17 @@ class ImageSource(torch.utils.data.Dataset):
         """A short description for error messages: the spec, else the class name."""
         return self.spec if self.spec else f"{type(self).__name__}({len(self)} samples)"
 
+    def checked_index(self, index: int) -> int:
+        """``index`` as a position in ``range(len(self))`` (negative counts from the end, as for a list),
+        or an ``IndexError`` naming the index, the source and its length."""
+        n = len(self)
+        position = int(index) + n if int(index) < 0 else int(index)
+        if not 0 <= position < n:
+            raise IndexError(f"index {index} out of range for {self.describe()} ({n} samples)")
+        return position
+
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self.checked_index(index)
         try:
             image = to_chw_tensor(resize_center_crop(self.read(index), self.image_size))
         except DataError as exc:

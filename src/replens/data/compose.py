@@ -45,6 +45,7 @@ class SubsetSource(ImageSource):
         return self.source.name(int(self.indices[index]))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self.checked_index(index)
         item = self.source[int(self.indices[index])]
         item["index"] = int(index)
         return item
@@ -164,6 +165,7 @@ class MultiDomainSource(ImageSource):
         return self.sources[which].name(inner)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self.checked_index(index)
         which, inner = self.locate(index)
         item = self.sources[which][inner]
         item["domain"] = int(item["domain"]) + int(self._domain_offset[which])
