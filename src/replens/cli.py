@@ -267,13 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offline", action="store_true",
                         help="never download: use cached weights, models and datasets only (= REPLENS_OFFLINE=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_list, _add_world, _add_embed, _add_probe, _add_train, _add_audit):
+        add(sub)
+    _add_app_commands(sub)
+    return parser
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="print registered backbones, data sources and methods")
     p.add_argument("--pretrained", action="store_true",
                    help="what can be downloaded (weights, VL models, datasets, caption banks) and what is cached")
     _common(p)
     p.set_defaults(handler=cmd_list)
 
+
+def _add_world(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "world",
         help="generate the embedded scene world",
@@ -294,16 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "dataset folder (default: runs/world-n<N>-s<SIZE>-seed<SEED>)")
     p.set_defaults(handler=cmd_world)
 
-    def model_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help="backbone name (replens list)")
-        p.add_argument("--weights", default=None, help="weights file (safetensors or torch state dict)")
-        p.add_argument("--pretrained", action="store_true", help="use the library's cached pretrained weights")
-        p.add_argument("--image-size", type=positive_int, default=None, help="resize + center-crop images to this side")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-        p.add_argument("--normalize", action="store_true", help="L2-normalise each representation")
 
+def _model_opts(p: argparse.ArgumentParser) -> None:
+    """The options of ``embed`` and ``probe`` that pick and load an encoder."""
+    p.add_argument("--model", help="backbone name (replens list)")
+    p.add_argument("--weights", default=None, help="weights file (safetensors or torch state dict)")
+    p.add_argument("--pretrained", action="store_true", help="use the library's cached pretrained weights")
+    p.add_argument("--image-size", type=positive_int, default=None, help="resize + center-crop images to this side")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise each representation")
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="stream representations of a dataset to disk")
-    model_opts(p)
+    _model_opts(p)
     p.add_argument("--data", required=True, help="data spec, e.g. world:DIR or wds:PATH/test-0.tar.gz")
     p.add_argument("--layer", default=None, help="named layer to read (default: the representation)")
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -313,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "embeddings folder (resumes when interrupted)")
     p.set_defaults(handler=cmd_embed)
 
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="linear probe and kNN accuracy, per domain")
-    model_opts(p)
+    _model_opts(p)
     p.add_argument("--train-emb", type=Path, help="embeddings folder of the training split")
     p.add_argument("--test-emb", type=Path, help="embeddings folder of the test split")
     p.add_argument("--data", help="training data spec (with --model)")
@@ -324,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_probe)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a self-supervised encoder")
     p.add_argument("--data", required=True, help="data spec")
     p.add_argument("--method", default=None, help="SSL method (default simclr)")
@@ -347,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="start from these backbone weights (backbone.safetensors or a training checkpoint)",
     )
+    _plugin_opts(p)
+    _config_opts(p)
+    _common(p)
+    p.set_defaults(handler=cmd_train)
+
+
+def _plugin_opts(p: argparse.ArgumentParser) -> None:
+    """One switch per registered SSL plug-in (``--ddm``, ...) and one option per entry of its ``cli_options``."""
     from replens.ssl import list_plugins, plugin_class
 
     for name, help_text in list_plugins().items():
@@ -365,10 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help=f"{flag_help} (enables --{name.replace('_', '-')})",
             )
-    _config_opts(p)
-    _common(p)
-    p.set_defaults(handler=cmd_train)
 
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="train, diagnose and explain an encoder; one offline HTML report",
@@ -393,11 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_audit)
 
+
+def _add_app_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands of ``replens.apps.commands``: each module's ``add_parser(sub)``, in module-name order."""
     import replens.apps.commands
 
     for info in sorted(pkgutil.iter_modules(replens.apps.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"replens.apps.commands.{info.name}").add_parser(sub)
-    return parser
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,6 +38,8 @@ import html
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -606,69 +608,116 @@ def _verdicts(summary: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the audit
+class _Timings:
+    """The audit's step times, added up over the runs into one folder (kept in ``timings.json``).
+
+    A resumed audit so reports the compute it took, not the seconds of its last, mostly skipped, run.
+    """
+
+    def __init__(self, run: RunDir) -> None:
+        self.t0 = time.perf_counter()
+        self.file = run / "timings.json"
+        self.previous: dict[str, Any] = json.loads(self.file.read_text()) if self.file.exists() else {}
+        self.steps: dict[str, float] = {}
+        self.runs = int(self.previous.get("runs", 0)) + 1
+        self.earlier_s = float(self.previous.get("total_s", 0.0))
+
+    def save(self) -> float:
+        """Write ``timings.json``; returns the total seconds over all runs."""
+        total_s = self.earlier_s + time.perf_counter() - self.t0
+        atomic_write_json(self.file, {"runs": self.runs, "steps": self.steps, "total_s": total_s})
+        return total_s
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time the block as step ``name`` (added to the earlier runs' time of it) when it finishes."""
+        t = time.perf_counter()
+        yield
+        self.steps[name] = float(self.previous.get("steps", {}).get(name, 0.0)) + time.perf_counter() - t
+        self.save()
+
+
 def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """Run the audit into ``run``; returns the summary written to ``summary.json``."""
     from replens.data import open_source
     from replens.report import write_report
 
-    t0 = time.perf_counter()
-    # Step times add up over the runs into one folder, so a resumed audit reports the compute it
-    # took (not the seconds of its last, mostly skipped, run); timings.json keeps them between runs.
-    timing_file = run / "timings.json"
-    previous: dict[str, Any] = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-    timings: dict[str, float] = {}
-    runs, earlier_s = int(previous.get("runs", 0)) + 1, float(previous.get("total_s", 0.0))
-
-    def save_timings() -> float:
-        total_s = earlier_s + time.perf_counter() - t0
-        atomic_write_json(timing_file, {"runs": runs, "steps": timings, "total_s": total_s})
-        return total_s
-
-    def record(step: str, seconds: float) -> None:
-        timings[step] = float(previous.get("steps", {}).get(step, 0.0)) + seconds
-        save_timings()
-
+    timings = _Timings(run)
     train_spec, test_spec, world = _specs(config, progress)
     size = config.image_size or config.train.image_size
     overview: dict[str, Any] = {"data": train_spec.rsplit("?", 1)[0], "world": world}
-    probes: dict[str, dict[str, Any]] = {}
     vl_process = _start_vl_training(config)
-    if config.model is None:
-        t = time.perf_counter()
+    name, weights, pretrained, label = _encoder(config, train_spec, run, progress, vl_process, timings, overview)
+    with timings.step("probe_s"):
+        probes = {
+            label: _probe_step(name, weights, pretrained, train_spec, test_spec, size, run / "trained", config,
+                               progress),
+            "random init": _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init", config,
+                                       progress),
+        }
+    test_src = open_source(test_spec, image_size=size)
+    overview.update(train_samples=len(open_source(train_spec, image_size=size)), test_samples=len(test_src))
+    summary = _probe_summary(overview, probes, label, test_src)
+    qscores, discriminative = _add_qscore(summary, config, run, progress, timings)
+    encoding = _encoding_section(run, test_src, discriminative)
+    if encoding:
+        summary["encoding"] = encoding
+    if config.falcon:
+        with timings.step("falcon_s"):
+            _add_falcon(summary, config, (name, weights), (train_spec, test_spec, size), run, progress, vl_process,
+                        test_src, qscores)
+    overview["classes"] = list(test_src.classes)
+    if (summary.get("protocol") or {}).get("planted_cause"):
+        overview["planted_cause"] = summary["protocol"]["planted_cause"]
+    overview["headline"] = _headline(summary)
+    overview["verdicts"] = _verdicts(summary)
+    summary["timings"] = timings.steps
+    summary["seconds"], summary["runs"] = timings.save(), timings.runs
+    summary["config"] = asdict(config)
+    write_report(summary, run.path)
+    atomic_write_text(run / "summary.md", render_summary(summary))
+    run.write_metrics({"overview": overview, "timings": timings.steps, "seconds": summary["seconds"],
+                       "qscore": {k: v for k, v in summary.get("qscore", {}).items() if not isinstance(v, list)
+                                  and not isinstance(v, dict)}})
+    return summary
+
+
+def _encoder(config: AuditConfig, train_spec: str, run: RunDir, progress: bool, vl_process: Any, timings: _Timings,
+             overview: dict[str, Any]) -> tuple[str, str | None, bool, str]:
+    """``(backbone name, weights, pretrained, label)`` of the audited encoder: trained here, or the given one.
+
+    Adds the encoder (and the training's steps, loss and speed) to ``overview``.
+    """
+    if config.model is not None:
+        name, weights, pretrained = config.model, config.weights, config.pretrained
+        overview.update(encoder=name, weights=weights)
+        return name, weights, pretrained, config.model if not weights else f"{config.model} ({Path(weights).name})"
+    with timings.step("train_s"):
         threads = torch.get_num_threads()
-        if vl_process is not None:
+        if vl_process is not None:  # the tiny CLIP trains beside it in a child process
             torch.set_num_threads(1)
         try:
             training = _train_step(config, train_spec, run, progress)
         finally:
             torch.set_num_threads(threads)
-        record("train_s", time.perf_counter() - t)
-        name, weights, pretrained = config.train.backbone, str(run / "train" / "backbone.safetensors"), False
-        label = "+".join([config.train.method, *config.train.plugins])
-        overview.update(encoder=name, method=config.train.method, plugins=list(config.train.plugins),
-                        steps=training.get("steps"), final_loss=training.get("final_loss"),
-                        images_per_s=training.get("images_per_s"))
-    else:
-        name, weights, pretrained = config.model, config.weights, config.pretrained
-        label = config.model if not weights else f"{config.model} ({Path(weights).name})"
-        overview.update(encoder=name, weights=weights)
-    t = time.perf_counter()
-    probes[f"{label}"] = _probe_step(name, weights, pretrained, train_spec, test_spec, size, run / "trained",
-                                     config, progress)
-    probes["random init"] = _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init",
-                                        config, progress)
-    record("probe_s", time.perf_counter() - t)
+    overview.update(encoder=config.train.backbone, method=config.train.method, plugins=list(config.train.plugins),
+                    steps=training.get("steps"), final_loss=training.get("final_loss"),
+                    images_per_s=training.get("images_per_s"))
+    label = "+".join([config.train.method, *config.train.plugins])
+    return config.train.backbone, str(run / "train" / "backbone.safetensors"), False, label
+
+
+def _probe_summary(overview: dict[str, Any], probes: dict[str, dict[str, Any]], label: str,
+                   test_src: Any) -> dict[str, Any]:
+    """The summary so far: the overview with both probes' top-1, accuracy per domain and the protocol."""
     audited, baseline = probes[label], probes["random init"]
-    test_src = open_source(test_spec, image_size=size)
-    domains = list(test_src.domain_names)
     overview.update(
-        train_samples=len(open_source(train_spec, image_size=size)), test_samples=len(test_src),
         linear_top1=audited["linear"]["top1"], random_linear_top1=baseline["linear"]["top1"],
         knn_top1=audited["knn"]["top1"], random_knn_top1=baseline["knn"]["top1"],
     )
     summary: dict[str, Any] = {
         "title": "replens audit", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "overview": overview, "accuracy": _accuracy_section(probes, domains),
+        "overview": overview, "accuracy": _accuracy_section(probes, list(test_src.domain_names)),
         "protocol": audited.get("protocol"),
     }
     planted = float(getattr(getattr(test_src, "config", None), "spurious", 0.0) or 0.0)
@@ -676,56 +725,54 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
         summary["protocol"] = {**(summary["protocol"] or {}), "planted_cause": (
             f"in {100 * planted:.0f}% of the train images the corner marker's colour is tied to the class; at test "
             "it is random, so a probe that learned the shortcut fails on it (seed section 3.5)")}
-    qscores: dict[str, float] = {}
-    if config.qscore:
-        t = time.perf_counter()
+    return summary
+
+
+def _add_qscore(summary: dict[str, Any], config: AuditConfig, run: RunDir, progress: bool,
+                timings: _Timings) -> tuple[dict[str, float], np.ndarray | None]:
+    """Add the Q-Score and compression sections (when ``config.qscore``).
+
+    Returns ``(per-sample Q-Scores, discriminative features)``: ``({}, None)`` when Q-Score is off.
+    """
+    if not config.qscore:
+        return {}, None
+    with timings.step("qscore_s"):
         qreport = _qscore_step(config, run, progress)
         summary["qscore"], qscores = _qscore_section(qreport)
         compression = _compression_section(qreport.metrics)
         if compression:
             summary["compression"] = compression
-        overview["auroc"] = summary["qscore"].get("auroc")
-        record("qscore_s", time.perf_counter() - t)
-    encoding = _encoding_section(run, test_src, qreport.discriminative if config.qscore else None)
-    if encoding:
-        summary["encoding"] = encoding
-    if config.falcon:
-        t = time.perf_counter()
-        found = _explain_step(config, name, weights, train_spec, test_spec, size, run, progress, vl_process)
-        summary["failures"], summary["groups"], falcon_metrics = _explain_sections(
-            found, run / "explain", test_src, qscores, config, run.path
-        )
-        fs = falcon_metrics.get("falcon", {})
-        vl_accuracy = _vl_accuracy(config, _vl_name(config, progress), test_src, run)
-        summary["falcon"] = {
-            "vl": falcon_metrics.get("vl"), "bank_captions": falcon_metrics.get("bank_captions"),
-            "candidate_groups": fs.get("candidate_groups"), "interpretable_groups": fs.get("interpretable_groups"),
-            "explained_groups": fs.get("explained_groups"), "failures": falcon_metrics.get("failures"),
-            # precision@k keys are ints in a fresh run's metrics and strings once read back from JSON
-            "ground_truth_precision_at_1": next((v for k, v in (falcon_metrics.get("ground_truth", {}).get("top_k", {})
-                                                                .get("precision", {}) or {}).items()
-                                                 if str(k) == "1"), None),
-            "vl_accuracy": vl_accuracy,
-        }
-        causes = _cue_section(found, test_src)
-        if causes:
-            summary["failure_causes"] = causes
-        overview["explained_groups"] = fs.get("explained_groups")
-        record("falcon_s", time.perf_counter() - t)
-    overview["classes"] = list(test_src.classes)
-    if (summary.get("protocol") or {}).get("planted_cause"):
-        overview["planted_cause"] = summary["protocol"]["planted_cause"]
-    overview["headline"] = _headline(summary)
-    overview["verdicts"] = _verdicts(summary)
-    summary["timings"] = timings
-    summary["seconds"], summary["runs"] = save_timings(), runs
-    summary["config"] = asdict(config)
-    write_report(summary, run.path)
-    atomic_write_text(run / "summary.md", render_summary(summary))
-    run.write_metrics({"overview": overview, "timings": timings, "seconds": summary["seconds"],
-                       "qscore": {k: v for k, v in summary.get("qscore", {}).items() if not isinstance(v, list)
-                                  and not isinstance(v, dict)}})
-    return summary
+        summary["overview"]["auroc"] = summary["qscore"].get("auroc")
+    return qscores, qreport.discriminative
+
+
+def _add_falcon(summary: dict[str, Any], config: AuditConfig, encoder: tuple[str, str | None],
+                data: tuple[str, str, int], run: RunDir, progress: bool, vl_process: Any, test_src: Any,
+                qscores: dict[str, float]) -> None:
+    """Add FALCON's sections: explained failures and groups, its counts, the VL model's accuracy and the causes.
+
+    ``encoder`` is ``(backbone name, weights)``, ``data`` ``(train spec, test spec, image size)``.
+    """
+    found = _explain_step(config, *encoder, *data, run, progress, vl_process)
+    summary["failures"], summary["groups"], falcon_metrics = _explain_sections(
+        found, run / "explain", test_src, qscores, config, run.path
+    )
+    fs = falcon_metrics.get("falcon", {})
+    vl_accuracy = _vl_accuracy(config, _vl_name(config, progress), test_src, run)
+    summary["falcon"] = {
+        "vl": falcon_metrics.get("vl"), "bank_captions": falcon_metrics.get("bank_captions"),
+        "candidate_groups": fs.get("candidate_groups"), "interpretable_groups": fs.get("interpretable_groups"),
+        "explained_groups": fs.get("explained_groups"), "failures": falcon_metrics.get("failures"),
+        # precision@k keys are ints in a fresh run's metrics and strings once read back from JSON
+        "ground_truth_precision_at_1": next((v for k, v in (falcon_metrics.get("ground_truth", {}).get("top_k", {})
+                                                            .get("precision", {}) or {}).items()
+                                             if str(k) == "1"), None),
+        "vl_accuracy": vl_accuracy,
+    }
+    causes = _cue_section(found, test_src)
+    if causes:
+        summary["failure_causes"] = causes
+    summary["overview"]["explained_groups"] = fs.get("explained_groups")
 
 
 def _headline(summary: dict[str, Any]) -> str:

@@ -192,6 +192,15 @@ def _vl_options(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """``replens explain`` and ``replens captions {build,import,index}``."""
+    _add_explain(sub)
+    c = sub.add_parser("captions", help="caption banks for FALCON: build, import LAION-style shards, faiss index")
+    actions = c.add_subparsers(dest="captions_action", required=True, metavar="ACTION")
+    _add_captions_build(actions)
+    _add_captions_import(actions)
+    _add_captions_index(actions)
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
         help="FALCON: explain features and feature groups in words",
@@ -208,6 +217,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="caption bank folder, or laion400m:I[,J] (LAION-400M shards, downloaded on first use; "
                         "use with --vl ViT-B-32:openai) (default: the world grammar bank)")
     _vl_options(p)
+    _falcon_options(p)
+    _failure_options(p)
+    _transfer_options(p)
+    add_common_options(p)
+    p.set_defaults(handler=cmd_explain)
+
+
+def _falcon_options(p: argparse.ArgumentParser) -> None:
+    """FALCON's thresholds and limits: which features or groups are explained, and with which concepts."""
     p.add_argument(
         "--mode",
         choices=("groups", "features"),
@@ -239,10 +257,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explain-all", action="store_true", help="also extract concepts of non-interpretable groups")
     p.add_argument("--discard", default=None, help="extra comma-separated discard words")
     p.add_argument("--batch-size", type=positive_int, default=64)
+
+
+def _failure_options(p: argparse.ArgumentParser) -> None:
+    """``--failures`` (section 4.5) and its options."""
     p.add_argument("--failures", action="store_true", help="explain mis-classified probe samples (section 4.5)")
     p.add_argument("--train-data", default=None, help="data spec to fit the linear probe for --failures")
     p.add_argument("--top-features", type=positive_int, default=1, help="most contributing features per failure (default 1)")
     p.add_argument("--max-failures", type=positive_int, default=200, help="failures explained at most (default 200)")
+
+
+def _transfer_options(p: argparse.ArgumentParser) -> None:
+    """``--transfer-from`` (section 4.6) and its options."""
     p.add_argument(
         "--transfer-from",
         default=None,
@@ -253,11 +279,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--transfer-method", choices=("lstsq", "sgd"), default="lstsq", help="how Z is fitted (default lstsq)"
     )
     p.add_argument("--transfer-std", type=float, default=4.0, help="map weights above mean + N std (default 4)")
-    add_common_options(p)
-    p.set_defaults(handler=cmd_explain)
 
-    c = sub.add_parser("captions", help="caption banks for FALCON: build, import LAION-style shards, faiss index")
-    actions = c.add_subparsers(dest="captions_action", required=True, metavar="ACTION")
+
+def _add_captions_build(actions: argparse._SubParsersAction) -> None:
     b = actions.add_parser("build", help="encode captions (text/parquet file, or the world grammar) into a bank")
     b.add_argument("--from", dest="source", default=None, help="captions: .txt (one per line) or .parquet")
     b.add_argument("--world", action="store_true", help="the world's caption grammar with distractors")
@@ -269,6 +293,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common_options(b, "bank folder (default: runs/captions-<time>)")
     b.set_defaults(handler=cmd_captions_build)
 
+
+def _add_captions_import(actions: argparse._SubParsersAction) -> None:
     i = actions.add_parser("import", help="use precomputed text-embedding .npy shards (LAION style) as a bank")
     i.add_argument("--embeddings", nargs="+", required=True, help="npy files or globs, e.g. 'emb/text_emb_*.npy'")
     i.add_argument(
@@ -282,6 +308,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common_options(i, "bank folder (default: runs/captions-<time>)")
     i.set_defaults(handler=cmd_captions_import)
 
+
+def _add_captions_index(actions: argparse._SubParsersAction) -> None:
     x = actions.add_parser("index", help="build an approximate faiss index for a bank and measure its recall")
     x.add_argument("bank", help="bank folder")
     x.add_argument("--kind", choices=("ivf", "hnsw", "flat"), default="ivf")

@@ -206,15 +206,18 @@ def cmd_tokens_eval(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """``replens tokens {extract,train,eval}``."""
-    from replens.tokens.encoder import PRESETS
-    from replens.tokens.model import ENCODERS
-    from replens.tokens.pipeline import EXTRACTORS
-
     p = sub.add_parser("tokens",
                        help="Visual Token Encoder: extract object/relation tokens, train CLIP-style, evaluate",
                        description="Seed chapter 6: visual tokens (objects, relations) with ranked additive "
                                    "attention, trained against a VL text tower; retrieval and compositionality.")
     actions = p.add_subparsers(dest="tokens_action", required=True, metavar="ACTION")
+    _add_extract(actions)
+    _add_train(actions)
+    _add_eval(actions)
+
+
+def _add_extract(actions: argparse._SubParsersAction) -> None:
+    from replens.tokens.pipeline import EXTRACTORS
 
     e = actions.add_parser("extract", help="extract visual tokens into a cache folder (--out)")
     e.add_argument("--extractor", choices=sorted(EXTRACTORS), default="world",
@@ -238,6 +241,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-resume", action="store_true", help="do not reuse shards of an interrupted extraction")
     add_common_options(e, out_help="token cache folder (default: runs/tokens-extract-<time>)")
     e.set_defaults(handler=cmd_tokens_extract)
+
+
+def _add_train(actions: argparse._SubParsersAction) -> None:
+    from replens.tokens.encoder import PRESETS
+    from replens.tokens.model import ENCODERS
 
     t = actions.add_parser("train", help="train an image side and the text tower with the CLIP loss")
     t.add_argument("--tokens", required=True, help="training token cache (also names the images)")
@@ -269,6 +277,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common_options(t)
     t.set_defaults(handler=cmd_tokens_train)
 
+
+def _add_eval(actions: argparse._SubParsersAction) -> None:
     v = actions.add_parser("eval", help="retrieval and compositional benchmarks of a trained model")
     v.add_argument("--model", required=True, help="a `tokens train` run folder or its model.safetensors")
     v.add_argument("--tokens", default=None, help="held-out token cache for retrieval")
