@@ -4,8 +4,8 @@ With no arguments it runs the embedded default end to end:
 
 1. a world (cached by config, :func:`replens.world.cached_world`) with a planted
    failure cause: the corner marker's colour tied to the class in half the train
-   images, random at test (seed section 3.5);
-2. SSL training (VICReg on the world preset; the DDM (seed ch. 2) and FDA
+   images, random at test (paper section 3.5);
+2. SSL training (VICReg on the world preset; the DDM (paper ch. 2) and FDA
    (ch. 5) plug-ins with ``--set train.plugins=[ddm,fda]``) in the one training
    loop (:func:`replens.engine.train.train`);
 3. linear probe and kNN per domain, beside a random-init encoder of the same
@@ -85,7 +85,7 @@ class AuditConfig:
         cache_dir: Cache of worlds, the tiny CLIP and caption banks.
         train: The SSL training configuration (default: the world preset with VICReg on ``small_cnn``).
         spurious: Planted failure cause of the default world: the share of train images whose corner
-            marker's colour is tied to the class (random at test, seed section 3.5), so the probe learns
+            marker's colour is tied to the class (random at test, paper section 3.5), so the probe learns
             a shortcut that fails at test time and FALCON has a known cause to name.
         eps: Q-Score threshold ``mean + eps * std`` (None: :func:`replens.quality.eps_for_dim` of the
             representation size, 2 for 256 features).
@@ -402,7 +402,7 @@ def _explain_sections(
         listed = found.failure_records
         index_of = found.index_of()
         nan = float("nan")
-        # the most likely failures first: mis-classified samples by ascending Q-Score (seed section 3.4)
+        # the most likely failures first: mis-classified samples by ascending Q-Score (paper section 3.4)
         listed.sort(key=lambda f: (qscores.get(f["sample"], nan) != qscores.get(f["sample"], nan),
                                    qscores.get(f["sample"], 0.0), f["row"]))
         for item in listed[: config.failures_shown]:
@@ -724,7 +724,7 @@ def _probe_summary(overview: dict[str, Any], probes: dict[str, dict[str, Any]], 
     if planted > 0:
         summary["protocol"] = {**(summary["protocol"] or {}), "planted_cause": (
             f"in {100 * planted:.0f}% of the train images the corner marker's colour is tied to the class; at test "
-            "it is random, so a probe that learned the shortcut fails on it (seed section 3.5)")}
+            "it is random, so a probe that learned the shortcut fails on it (paper section 3.5)")}
     return summary
 
 

@@ -6,7 +6,7 @@ path (it is ``os.PathLike``) plus the numbers the figure actually shows, read
 back from the drawn artists, so a test can check a figure against its input.
 
 The ROC and PR curves are ``replens.quality.plots.plot_roc`` / ``plot_pr``
-(seed section 3.4, Figure 3.4) fed with a :class:`replens.quality.FailureReport`
+(paper section 3.4, Figure 3.4) fed with a :class:`replens.quality.FailureReport`
 built from the summary; image strips of feature groups are
 ``replens.explain.report.image_strip`` (the layout of Figure 4.2). Percentages
 (accuracies, AUROC, AUPRC) are in percent, 0 to 100, as in the summary.
@@ -163,7 +163,7 @@ def accuracy_figure(accuracy: Mapping[str, Any], path: str | Path) -> RenderedFi
 def qscore_histogram_figure(
     correct: Sequence[float], wrong: Sequence[float], path: str | Path, bins: int = 30
 ) -> RenderedFigure:
-    """Overlaid Q-Score histograms of correctly and wrongly classified test samples (seed section 3.4).
+    """Overlaid Q-Score histograms of correctly and wrongly classified test samples (paper section 3.4).
 
     Both histograms share the bin edges (``bins`` equal bins over the finite
     values of both); non-finite scores are dropped and counted.
@@ -271,7 +271,7 @@ def pr_figure(qscore: Mapping[str, Any], path: str | Path, name: str = "Q-Score"
 
 
 def compression_figure(compression: Mapping[str, Any], path: str | Path) -> RenderedFigure:
-    """Probe accuracy vs features kept, one line per selection, the full representation dashed (seed Fig. 3.2).
+    """Probe accuracy vs features kept, one line per selection, the full representation dashed (paper Fig. 3.2).
 
     The one compression plot, :func:`replens.quality.plots.draw_compression`.
 
@@ -375,7 +375,7 @@ def group_grid_figure(
 ) -> RenderedFigure:
     """Explained feature groups: per group a row of highly activating crops and one of lowly activating ones.
 
-    The strips are ``replens.explain.report.image_strip`` (seed Figure 4.2); each row is captioned with the
+    The strips are ``replens.explain.report.image_strip`` (paper Figure 4.2); each row is captioned with the
     group's features, score and concepts.
 
     Returns:

@@ -7,7 +7,7 @@
 * ``index.html``: a self-contained page (inline CSS, no scripts, no fonts or
   anything else from the network; images by relative path, all text
   HTML-escaped) with the sections Overview, Accuracy per domain, Q-Score
-  (seed section 3.4), Likely failures (section 4.4), Explained feature groups
+  (paper section 3.4), Likely failures (section 4.4), Explained feature groups
   (chapter 4, Figure 4.2), Compression curve (section 3.3, Figure 3.2) and
   Configuration.
 
@@ -264,7 +264,7 @@ def _qscore(q: Mapping[str, Any], figures: Mapping[str, str]) -> str:
         _card("correct / wrong", f"{len(correct):,} / {len(wrong):,}"),
     ]
     note = (
-        '<p class="note">Q-Score (seed Eq. 3.1) of each test sample as a label-free predictor of whether the '
+        '<p class="note">Q-Score (paper Eq. 3.1) of each test sample as a label-free predictor of whether the '
         "linear probe classifies it correctly (section 3.4): AUROC and AUPRC with correct samples positive; "
         "RankMe and alpha-ReQ describe the representation's spectrum.</p>"
     )
@@ -306,7 +306,7 @@ def _failures(folder: Path, failures: Sequence[Mapping[str, Any]], figure: str |
     link = f'<p class="note">Gallery figure: <a href="{_src(figure)}">{_esc(figure)}</a></p>' if figure else ""
     intro = (
         '<p class="note">Test samples with the lowest Q-Score, the most likely mis-classifications without labels '
-        "(seed section 3.4), with the probe's prediction and FALCON's explanation (section 4.4).</p>"
+        "(paper section 3.4), with the probe's prediction and FALCON's explanation (section 4.4).</p>"
     )
     return intro + '<div class="grid">' + "".join(cards) + "</div>" + link
 
@@ -345,7 +345,7 @@ def _groups(folder: Path, groups: Sequence[Mapping[str, Any]], figure: str | Non
         )
     link = f'<p class="note">Grid figure: <a href="{_src(figure)}">{_esc(figure)}</a></p>' if figure else ""
     intro = (
-        '<p class="note">FALCON (seed chapter 4): groups of features that fire together, the concepts shared by '
+        '<p class="note">FALCON (paper chapter 4): groups of features that fire together, the concepts shared by '
         "their highly activating crops and absent from lowly activating images.</p>"
     )
     return intro + '<div class="grid wide">' + "".join(cards) + "</div>" + link

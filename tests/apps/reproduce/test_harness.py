@@ -1,4 +1,4 @@
-"""The ``replens reproduce`` harness: registry, seed numbers, runner, report, paper configs and the CLI."""
+"""The ``replens reproduce`` harness: registry, paper numbers, runner, report, paper configs and the CLI."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from replens.apps.reproduce import (
     RecipeResult,
     get_recipe,
     list_recipes,
-    load_seed_numbers,
+    load_paper_numbers,
     recipe,
     resolve_data,
     run_recipe,
 )
-from replens.apps.reproduce import seed as seed_module
+from replens.apps.reproduce import paper as paper_module
 from replens.apps.reproduce.helpers import pyplot, save_figure
-from replens.apps.reproduce.report import latest_results, markdown_table, write_report
+from replens.apps.reproduce.report import latest_results, markdown_table, paper_numbers, recipe_markdown, write_report
 from replens.cli import main
 from replens.config import ConfigError
 
@@ -48,11 +48,11 @@ def scratch_recipe():
 
 
 # ---------------------------------------------------------------- registry
-def test_every_chapter_2_5_6_c_item_has_a_recipe_and_seed_numbers() -> None:
+def test_every_chapter_2_5_6_c_item_has_a_recipe_and_paper_numbers() -> None:
     ids = [r.id for r in list_recipes()]
     assert set(MY_IDS) <= set(ids)
-    for id in ids:  # the contract: every registered recipe has the seed's numbers
-        entry = load_seed_numbers(id)
+    for id in ids:  # the contract: every registered recipe has the paper's numbers
+        entry = load_paper_numbers(id)
         assert entry["section"] and entry["title"]
         assert "rows" in entry or entry.get("description")
 
@@ -146,58 +146,58 @@ def test_paper_configs_are_valid_for_the_engine(tmp_path: Path) -> None:
     assert ch6.PAPER_LR_SWEEP == (1e-6, 5e-6, 1e-5, 5e-5)
 
 
-# ---------------------------------------------------------------- seed numbers
-def test_seed_numbers_are_copied_from_the_seed() -> None:
-    t21 = load_seed_numbers("table-2.1")
+# ---------------------------------------------------------------- paper numbers
+def test_paper_numbers_are_copied_from_the_paper() -> None:
+    t21 = load_paper_numbers("table-2.1")
     assert t21["section"] == "2.4.2" and t21["rows"][0]["photo"] == "97.54 / 98.28"
     assert [r["model"] for r in t21["rows"]] == ["SimCLR", "MoCo", "BYOL", "DINO", "SimSiam", "Barlow Twins"]
-    assert load_seed_numbers("table-2.4")["rows"][3]["stl-10"] == "84.7 / 82.35"
-    assert load_seed_numbers("table-5.1")["rows"][1]["MoCo v2"] == "73.0 (0.4)"
-    assert load_seed_numbers("table-5.2")["rows"][4]["iNaturalist"] == 46.7
-    assert load_seed_numbers("table-5.5")["rows"][3]["x"] == 48.8
-    assert load_seed_numbers("table-6.2")["rows"][0]["text correct"] == 30.75
-    assert load_seed_numbers("fig-2.4")["rows"][2]["linear top-1"] == 87.06
-    assert load_seed_numbers("table-c.2")["rows"][4]["p (right)"] == 0.1
+    assert load_paper_numbers("table-2.4")["rows"][3]["stl-10"] == "84.7 / 82.35"
+    assert load_paper_numbers("table-5.1")["rows"][1]["MoCo v2"] == "73.0 (0.4)"
+    assert load_paper_numbers("table-5.2")["rows"][4]["iNaturalist"] == 46.7
+    assert load_paper_numbers("table-5.5")["rows"][3]["x"] == 48.8
+    assert load_paper_numbers("table-6.2")["rows"][0]["text correct"] == 30.75
+    assert load_paper_numbers("fig-2.4")["rows"][2]["linear top-1"] == 87.06
+    assert load_paper_numbers("table-c.2")["rows"][4]["p (right)"] == 0.1
 
 
-def test_seed_numbers_match_the_dissertation_text_when_present() -> None:
+def test_paper_numbers_match_the_dissertation_text_when_present() -> None:
     text_path = Path("/work/shared/seed/000_1795e3180781ea3d.txt")
     if not text_path.is_file():
-        pytest.skip("the seed text is not on this machine")
+        pytest.skip("the paper text is not on this machine")
     text = text_path.read_text()
     for id in ("table-2.1", "table-2.2", "table-2.3", "table-2.4", "table-5.1", "table-5.2", "table-6.1", "table-6.2"):
-        for row in load_seed_numbers(id)["rows"]:
+        for row in load_paper_numbers(id)["rows"]:
             for key, cell in row.items():
                 for part in str(cell).replace("(", " ").replace(")", " ").replace("/", " ").split():
                     if part.replace(".", "").isdigit():
-                        assert part in text, f"{id} {key}: {part} is not in the seed text"
+                        assert part in text, f"{id} {key}: {part} is not in the paper text"
 
 
-def test_malformed_seed_yaml_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seed_module, "seed_numbers_dir", lambda: tmp_path)
-    seed_module._all_numbers.cache_clear()
+def test_malformed_paper_yaml_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paper_module, "paper_numbers_dir", lambda: tmp_path)
+    paper_module._all_numbers.cache_clear()
     try:
         (tmp_path / "x.yaml").write_text(yaml.safe_dump({"table-9.1": {"section": "9", "title": "t",
                                                                        "columns": ["a"], "rows": [{"b": 1}]}}))
         with pytest.raises(ValueError, match=r"x\.yaml: table-9\.1: row 0 has keys outside columns"):
-            load_seed_numbers("table-9.1")
-        seed_module._all_numbers.cache_clear()
+            load_paper_numbers("table-9.1")
+        paper_module._all_numbers.cache_clear()
         (tmp_path / "x.yaml").write_text(yaml.safe_dump({"fig-9.1": {"title": "t", "description": "d"}}))
         with pytest.raises(ValueError, match="missing keys"):
-            load_seed_numbers("fig-9.1")
-        seed_module._all_numbers.cache_clear()
+            load_paper_numbers("fig-9.1")
+        paper_module._all_numbers.cache_clear()
         (tmp_path / "x.yaml").write_text(yaml.safe_dump({"fig-9.1": {"section": 9, "title": "t", "description": "d"}}))
-        assert load_seed_numbers("fig-9.1")["section"] == "9"
-        with pytest.raises(KeyError, match="no seed numbers"):
-            load_seed_numbers("fig-9.2")
+        assert load_paper_numbers("fig-9.1")["section"] == "9"
+        with pytest.raises(KeyError, match="no paper numbers"):
+            load_paper_numbers("fig-9.2")
     finally:
-        seed_module._all_numbers.cache_clear()
+        paper_module._all_numbers.cache_clear()
 
 
 # ---------------------------------------------------------------- runner
-def _fake_seed(monkeypatch: pytest.MonkeyPatch, ids: dict[str, dict]) -> None:
-    real = seed_module.load_seed_numbers
-    monkeypatch.setattr(seed_module, "load_seed_numbers", lambda id: ids[id] if id in ids else real(id))
+def _fake_paper(monkeypatch: pytest.MonkeyPatch, ids: dict[str, dict]) -> None:
+    real = paper_module.load_paper_numbers
+    monkeypatch.setattr(paper_module, "load_paper_numbers", lambda id: ids[id] if id in ids else real(id))
 
 
 def test_run_recipe_writes_result_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_recipe) -> None:
@@ -207,7 +207,7 @@ def test_run_recipe_writes_result_and_table(tmp_path: Path, monkeypatch: pytest.
                             protocol={"steps": 3}, notes="tiny")
 
     scratch_recipe("fig-9.1", fn, kind="figure")
-    _fake_seed(monkeypatch, {"fig-9.1": {"section": "9.9", "title": "seed fig", "description": "what it shows"}})
+    _fake_paper(monkeypatch, {"fig-9.1": {"section": "9.9", "title": "paper fig", "description": "what it shows"}})
     ctx = RecipeContext(budget="small", data=None, out=tmp_path / "run", seed=3, options={"k": 1})
     res = run_recipe("fig-9.1", ctx)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -220,10 +220,10 @@ def test_run_recipe_writes_result_and_table(tmp_path: Path, monkeypatch: pytest.
     assert "| z | a |" in table and "what it shows" in table and "![fig-9.1 f](f.png)" in table
 
 
-def test_runner_checks_seed_numbers_first_and_validates_the_result(tmp_path: Path, scratch_recipe) -> None:
+def test_runner_checks_paper_numbers_first_and_validates_the_result(tmp_path: Path, scratch_recipe) -> None:
     called = []
     scratch_recipe("table-9.2", lambda ctx: called.append(1))
-    with pytest.raises(KeyError, match="no seed numbers"):
+    with pytest.raises(KeyError, match="no paper numbers"):
         run_recipe("table-9.2", RecipeContext(budget="small", data=None, out=tmp_path / "a"))
     assert not called
 
@@ -233,7 +233,7 @@ def test_runner_rejects_missing_figures_and_wrong_returns(tmp_path: Path, monkey
     scratch_recipe("table-9.3", lambda ctx: RecipeResult(rows=[], figures=["nope.png"]))
     scratch_recipe("table-9.4", lambda ctx: {"rows": []})
     entry = {"section": "9", "title": "t", "description": "d"}
-    _fake_seed(monkeypatch, {"table-9.3": entry, "table-9.4": entry})
+    _fake_paper(monkeypatch, {"table-9.3": entry, "table-9.4": entry})
     with pytest.raises(FileNotFoundError, match="nope.png"):
         run_recipe("table-9.3", RecipeContext(budget="small", data=None, out=tmp_path / "a"))
     with pytest.raises(TypeError, match="not a RecipeResult"):
@@ -241,14 +241,32 @@ def test_runner_rejects_missing_figures_and_wrong_returns(tmp_path: Path, monkey
 
 
 # ---------------------------------------------------------------- report
-def _result(root: Path, name: str, id: str, data: str, when: str, value: float, budget: str = "small") -> None:
+def _result(root: Path, name: str, id: str, data: str, when: str, value: float, budget: str = "small",
+            key: str = "paper") -> None:
+    """A result file; ``key="seed"`` writes the dissertation's numbers where files of earlier versions had them."""
     folder = root / name
     folder.mkdir(parents=True)
     (folder / "fig.png").write_bytes(b"png")
     (folder / "result.json").write_text(json.dumps({
         "id": id, "title": "T", "section": "2.4.2", "kind": "table", "budget": budget, "rows": [{"v": value}],
         "columns": ["v"], "figures": ["fig.png"], "protocol": {"data": data}, "notes": "", "seconds": 12.0,
-        "finished_at": when, "seed": load_seed_numbers(id)}))
+        "finished_at": when, key: load_paper_numbers(id)}))
+
+
+def test_result_files_with_the_papers_numbers_under_the_old_seed_key_still_load(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _result(root, "old", "table-2.1", "world(n=3000)", "2026-01-01T00:00:00Z", 11.0, key="seed")
+    _result(root, "new", "table-2.1", "pacs:/data/pacs", "2026-01-01T00:00:00Z", 22.0)
+    found = latest_results(root)["table-2.1"]
+    numbers = load_paper_numbers("table-2.1")
+    assert found["world"]["paper"] == numbers and found["pacs"]["paper"] == numbers
+    assert paper_numbers({"paper": numbers, "seed": {"title": "stale"}}) == numbers  # the current key wins
+    assert paper_numbers({"seed": 3}) == {} and paper_numbers({}) == {}
+    text = recipe_markdown(found["world"])
+    assert f"**Paper** (section {numbers['section']}): {numbers['title']}" in text and "97.54 / 98.28" in text
+    out = tmp_path / "R.md"
+    write_report(root, out, progress=False)
+    assert out.read_text().count("97.54 / 98.28") == 1  # the paper's table once, above the first data set
 
 
 def test_report_takes_the_latest_result_per_data_set(tmp_path: Path) -> None:
@@ -282,7 +300,7 @@ def test_report_run_missing_runs_and_records_failures(tmp_path: Path, monkeypatc
 
     scratch_recipe("table-9.6", boom)
     entry = {"section": "9", "title": "t", "columns": ["acc"], "rows": [{"acc": 60.0}]}
-    _fake_seed(monkeypatch, {"table-9.5": entry, "table-9.6": entry})
+    _fake_paper(monkeypatch, {"table-9.5": entry, "table-9.6": entry})
     mine = [registry.RECIPES.get("table-9.5"), registry.RECIPES.get("table-9.6")]
     monkeypatch.setattr(registry, "list_recipes", lambda: mine)
     info = write_report(tmp_path / "runs", tmp_path / "R.md", run_missing=True, progress=False)
@@ -338,7 +356,7 @@ def test_a_training_recipe_runs_three_seeds_and_its_claim_gets_a_verdict(tmp_pat
     claim = Claim("FDA raises top-1", pairs=lambda rows: (rows[0]["top1"], rows[1]["top1"]))
     recipe("table-9.7", title="scratch", section="9.9", kind="table", needs="-", claim=claim)(fn)
     try:
-        _fake_seed(monkeypatch, {"table-9.7": {"section": "9", "title": "t", "description": "d"}})
+        _fake_paper(monkeypatch, {"table-9.7": {"section": "9", "title": "t", "description": "d"}})
         res = run_recipe("table-9.7", RecipeContext(budget="small", data=None, out=tmp_path / "r", seed=4))
     finally:
         registry.RECIPES.remove("table-9.7")
@@ -366,7 +384,7 @@ def test_analysis_recipes_run_once_and_seeds_is_an_option(tmp_path: Path, monkey
 
     scratch_recipe("table-9.9", trains)
     entry = {"section": "9", "title": "t", "description": "d"}
-    _fake_seed(monkeypatch, {"table-9.8": entry, "table-9.9": entry})
+    _fake_paper(monkeypatch, {"table-9.8": entry, "table-9.9": entry})
     assert run_recipe("table-9.8", RecipeContext(budget="small", data=None, out=tmp_path / "a"))["seeds"] == [0]
     res = run_recipe("table-9.9", RecipeContext(budget="small", data=None, out=tmp_path / "b", options={"seeds": 2}))
     assert res["seeds"] == [0, 1] and calls == [0, 0, 1] and res["verdict"] is None
@@ -382,7 +400,7 @@ def test_empty_or_nan_results_are_no_result_with_the_reason(tmp_path: Path, monk
                                                           no_result=nothing_counted(groups_judged=0, images=4)))
     scratch_recipe("table-9.12", lambda ctx: RecipeResult(rows=[]))
     entry = {"section": "9", "title": "t", "description": "d"}
-    _fake_seed(monkeypatch, {i: entry for i in ("table-9.10", "table-9.11", "table-9.12")})
+    _fake_paper(monkeypatch, {i: entry for i in ("table-9.10", "table-9.11", "table-9.12")})
     reasons = {}
     for id in ("table-9.10", "table-9.11", "table-9.12"):
         res = run_recipe(id, RecipeContext(budget="small", data=None, out=tmp_path / id))
@@ -408,13 +426,13 @@ def test_report_top_table_has_claim_ours_verdict_data_and_counts(tmp_path: Path)
                     "treatment_mean": 45.0, "difference_mean": 5.0, "difference_std": 0.7, "p_value": 0.01,
                     "alpha": 0.05, "direction": 1, "reason": "p = 0.01"},
         "protocol": {"data": "world(n=3000)"}, "notes": "", "seconds": 3.0, "seeds": [0, 1, 2],
-        "finished_at": "2026-01-01T00:00:00Z", "paper": load_seed_numbers("table-5.1")}))
+        "finished_at": "2026-01-01T00:00:00Z", "paper": load_paper_numbers("table-5.1")}))
     (root / "c").mkdir()
     (root / "c" / "result.json").write_text(json.dumps({  # an older result file: NaN only, paper under "seed"
         "id": "table-4.1", "title": "T", "section": "4.4", "kind": "table", "budget": "small",
         "rows": [{"precision": float("nan")}], "columns": ["precision"], "figures": [],
         "protocol": {"data": "world(n=3000)"}, "notes": "", "seconds": 1.0,
-        "finished_at": "2026-01-01T00:00:00Z", "seed": load_seed_numbers("table-4.1")}))
+        "finished_at": "2026-01-01T00:00:00Z", "seed": load_paper_numbers("table-4.1")}))
     out = tmp_path / "R.md"
     info = write_report(root, out, progress=False)
     text = out.read_text()
@@ -446,7 +464,7 @@ def test_a_recipe_without_a_claim_says_so_in_its_result_and_report(tmp_path: Pat
     recipe("fig-9.14", title="scratch", section="9.9", kind="figure", needs="-",
            no_claim="an illustration")(lambda ctx: RecipeResult(rows=[{"v": 1.0}]))
     try:
-        _fake_seed(monkeypatch, {"fig-9.14": {"section": "9", "title": "t", "description": "d"}})
+        _fake_paper(monkeypatch, {"fig-9.14": {"section": "9", "title": "t", "description": "d"}})
         res = run_recipe("fig-9.14", RecipeContext(budget="small", data=None, out=tmp_path / "r"))
         assert claim_text(get_recipe("fig-9.14")) == "none: an illustration"
     finally:

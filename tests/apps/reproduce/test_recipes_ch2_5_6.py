@@ -3,7 +3,7 @@
 Each recipe runs end to end on a tiny world (a few hundred 16 px scenes, two
 optimiser steps per training) and the test checks its output: the values are
 present and in range, table formulas hold (averages, upper triangles), the
-figures are PNG files and the seed's numbers are attached.
+figures are PNG files and the paper's numbers are attached.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from replens.apps.reproduce import RecipeContext, get_recipe, load_seed_numbers, run_recipe
+from replens.apps.reproduce import RecipeContext, get_recipe, load_paper_numbers, run_recipe
 from replens.apps.reproduce.helpers import RANDOM_INIT, parse_pair
 from support import TINY_RESNET_CLIP
 
@@ -37,7 +37,7 @@ def runner(cache: Path, tmp_path_factory: pytest.TempPathFactory):
                             world_overrides=world or TINY_WORLD, train_overrides=TINY_TRAIN,
                             options={"seeds": 1, **options})  # one run each; table-5.1 checks the repeats
         res = run_recipe(id, ctx)
-        assert res["paper"] == {**load_seed_numbers(id)}, "the paper's numbers are attached"
+        assert res["paper"] == {**load_paper_numbers(id)}, "the paper's numbers are attached"
         assert res["status"] == "result", f"{id}: no result on the embedded default: {res['no_result']}"
         assert res["rows"] and res["budget"] == "small" and res["seconds"] > 0
         for fig in res["figures"]:
@@ -252,16 +252,16 @@ def test_chapter_6_tokens_retrieval_and_compositionality(runner, tiny_vl: str) -
 
 
 # ---------------------------------------------------------------- appendix C
-def test_table_c_1_matches_the_seed_where_the_engine_follows_it(runner) -> None:
+def test_table_c_1_matches_the_paper_where_the_engine_follows_it(runner) -> None:
     res = runner("table-c.1")
     ours = {r["setting"]: r for r in res["rows"]}
-    seed = {r["setting"]: r for r in res["paper"]["rows"]}
+    paper = {r["setting"]: r for r in res["paper"]["rows"]}
     for setting in ("Learning rate", "Epochs"):
         for m in ("SimCLR", "BYOL", "MoCo v2", "SimSiam"):
-            assert float(ours[setting][m]) == float(seed[setting][m])
-    assert ours["Optimizer"]["SimCLR"] == seed["Optimizer"]["SimCLR"] == "LARS"
-    assert ours["Projection model features"]["SimSiam"] == seed["Projection model features"]["SimSiam"]
-    assert ours["Prediction model features"]["SimSiam"] == seed["Prediction model features"]["SimSiam"]
+            assert float(ours[setting][m]) == float(paper[setting][m])
+    assert ours["Optimizer"]["SimCLR"] == paper["Optimizer"]["SimCLR"] == "LARS"
+    assert ours["Projection model features"]["SimSiam"] == paper["Projection model features"]["SimSiam"]
+    assert ours["Prediction model features"]["SimSiam"] == paper["Prediction model features"]["SimSiam"]
 
 
 def test_chapter_6_validation_split_is_carved_from_train_and_fixed_by_the_data_seed(tmp_path: Path) -> None:

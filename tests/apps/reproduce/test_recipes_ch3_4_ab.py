@@ -7,7 +7,7 @@ FALCON and compression settings through ``ctx.options``. Encoders, worlds,
 embeddings and FALCON runs are shared by the recipes through the module's
 cache folder, as they are in a real run. The tests check the outputs: values
 present and in range, the relations the tables must satisfy (partitions,
-symmetry, sums), the figures are PNG files and the seed's numbers are attached.
+symmetry, sums), the figures are PNG files and the paper's numbers are attached.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from replens.apps.reproduce import RecipeContext, get_recipe, list_recipes, load_seed_numbers, run_recipe
+from replens.apps.reproduce import RecipeContext, get_recipe, list_recipes, load_paper_numbers, run_recipe
 from replens.apps.reproduce.helpers import RANDOM_INIT
 from support import TINY_VIT_CLIP
 
@@ -59,8 +59,8 @@ def runner(cache: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactor
                             world_overrides=TINY_WORLD, train_overrides=TINY_TRAIN,
                             options={**TINY_OPTIONS, "vl": str(tiny_clip), **options})
         res = run_recipe(id, ctx)
-        seed = load_seed_numbers(id)
-        assert res["paper"] == seed and res["section"] == seed["section"], "the paper's numbers are attached"
+        paper = load_paper_numbers(id)
+        assert res["paper"] == paper and res["section"] == paper["section"], "the paper's numbers are attached"
         assert res["status"] == "result", f"{id}: no result on the embedded default: {res['no_result']}"
         assert res["budget"] == "small" and res["seconds"] > 0
         for fig in res["figures"]:
@@ -88,11 +88,11 @@ def finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def test_every_recipe_of_chapters_3_4_and_appendices_a_b_has_seed_numbers():
+def test_every_recipe_of_chapters_3_4_and_appendices_a_b_has_paper_numbers():
     mine = [r for r in list_recipes() if r.chapter in MINE]
     assert len(mine) == 40
     for r in mine:
-        assert load_seed_numbers(r.id)["section"].split(".")[0].lower() == r.section.split(".")[0].lower()
+        assert load_paper_numbers(r.id)["section"].split(".")[0].lower() == r.section.split(".")[0].lower()
 
 
 # ---------------------------------------------------------------- chapter 3

@@ -6,7 +6,7 @@ measures how much domain and class information the prefix h^d and the
 invariant part h^p carry, and draws Figure 2.3 (class-averaged top features
 per domain, ``LABEL/heatmap.png``) and Figure 2.4 (t-SNE of h^d and h^p,
 ``LABEL/tsne.png``). ``table.md`` holds the table; ``--compare NAME=BASE,DDM``
-rows give the seed's ``baseline / with DDM`` cells.
+rows give the paper's ``baseline / with DDM`` cells.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def cmd_ddm_eval(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """``replens ddm eval``."""
-    p = sub.add_parser("ddm", help="Domain-Disentanglement Module (seed chapter 2): evaluation",
+    p = sub.add_parser("ddm", help="Domain-Disentanglement Module (paper chapter 2): evaluation",
                        description="Evaluate encoders trained with replens train [--ddm | --ddm-domains M].")
     ddm_sub = p.add_subparsers(dest="ddm_command", required=True, metavar="SUBCOMMAND")
     e = ddm_sub.add_parser("eval", help="per-domain linear probes (Tables 2.1-2.4), Figures 2.3 and 2.4",

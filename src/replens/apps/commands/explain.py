@@ -205,7 +205,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "explain",
         help="FALCON: explain features and feature groups in words",
         description="Explain the interpretable feature groups of an encoder's representation with "
-        "concepts (FALCON, seed chapter 4); optionally explain mis-classifications and "
+        "concepts (FALCON, paper chapter 4); optionally explain mis-classifications and "
         "transfer concepts from another model's explain run.",
     )
     p.add_argument("--model", required=True, help="backbone name (replens list)")
@@ -243,12 +243,12 @@ def _falcon_options(p: argparse.ArgumentParser) -> None:
         help="interpretability threshold (default 0.8, the authors' value for CLIP; 0.5 with the tiny CLIP)",
     )
     p.add_argument("--beta", type=float, default=0.7,
-                   help="lowly activating score threshold of Eq. 4.2 (default the seed's 0.7; the authors' code 0.3)")
+                   help="lowly activating score threshold of Eq. 4.2 (default the paper's 0.7; the authors' code 0.3)")
     p.add_argument("--epsilon", default="feature",
-                   help="lowly activating bound of Eq. 4.2: feature (each feature's mean, the seed's text; default), "
+                   help="lowly activating bound of Eq. 4.2: feature (each feature's mean, the paper's text; default), "
                         "global (the authors' code) or a number")
     p.add_argument("--min-score", type=float, default=0.08,
-                   help="lowest reported Word Score (default the seed's 0.08, section 4.2.2; 0: the authors' code)")
+                   help="lowest reported Word Score (default the paper's 0.08, section 4.2.2; 0: the authors' code)")
     p.add_argument("--layer", default=None, help="stage whose blocks Grad-CAM hooks (default: the last)")
     p.add_argument("--cam-threshold", type=float, default=0.6,
                    help="Grad-CAM binarisation threshold of the crops (default 0.6, the authors' code)")

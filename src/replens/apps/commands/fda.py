@@ -1,4 +1,4 @@
-"""``replens fda preview``: each Fourier Domain Augmentation at several strengths (seed Figure 5.3).
+"""``replens fda preview``: each Fourier Domain Augmentation at several strengths (paper Figure 5.3).
 
 A thin caller of :func:`replens.augment.fourier_preview.fda_preview`.
 
@@ -44,7 +44,7 @@ def cmd_fda_preview(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fda", help="Fourier Domain Augmentations (chapter 5): preview",
-                       description="Fourier Domain Augmentations (seed chapter 5).")
+                       description="Fourier Domain Augmentations (paper chapter 5).")
     actions = p.add_subparsers(dest="fda_command", required=True, metavar="ACTION")
     q = actions.add_parser("preview", help="grid of each FDA operation at several strengths (Figure 5.3)",
                            description=__doc__)

@@ -1,4 +1,4 @@
-"""``replens qscore``: discriminative features, per-sample Q-Scores and their report (seed chapter 3).
+"""``replens qscore``: discriminative features, per-sample Q-Scores and their report (paper chapter 3).
 
 A thin caller of :func:`replens.quality.score` (the pipeline) and :meth:`replens.quality.QScoreReport.save`.
 

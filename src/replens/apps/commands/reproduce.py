@@ -1,17 +1,17 @@
-"""``replens reproduce``: every table and figure of the seed from one command, beside the seed's numbers.
+"""``replens reproduce``: every table and figure of the paper from one command, beside the paper's numbers.
 
 * ``replens reproduce list``: every table and figure with a recipe, with what it needs.
 * ``replens reproduce run ID [--data SPEC] [--budget small|paper]`` (or simply
   ``replens reproduce ID``): run one recipe into ``runs/reproduce/<id>-<time>``
-  (``--out``), writing ``result.json`` (our rows, the seed's numbers, the protocol)
+  (``--out``), writing ``result.json`` (our rows, the paper's numbers, the protocol)
   and ``table.md``.
 * ``replens reproduce report [--run-root runs/reproduce] [--out REPRODUCTION.md] [--run-missing]``:
-  one Markdown file with every recipe, the seed's numbers and ours.
+  one Markdown file with every recipe, the paper's numbers and ours.
 
 ``--data`` takes any data spec, or the shorthands ``cifar10`` and ``pacs`` for
 the validation sets in ``../shared/data`` (``cifar10:ROOT``, ``pacs:ROOT`` name
 another folder). ``--budget small`` runs on CPU in minutes; ``--budget paper``
-is the seed's protocol and wants a GPU cluster.
+is the paper's protocol and wants a GPU cluster.
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ def _options(items: list[str]) -> dict[str, object]:
 
 def _run(args: argparse.Namespace, target: str) -> int:
     from replens.apps.reproduce import RecipeContext, get_recipe, run_recipe
+    from replens.apps.reproduce.paper import load_paper_numbers
     from replens.apps.reproduce.report import recipe_markdown
-    from replens.apps.reproduce.seed import load_seed_numbers
     from replens.runs import default_run_dir, open_run
 
     rec = get_recipe(target)
-    load_seed_numbers(rec.id)  # fail before running when the seed's numbers are missing
+    load_paper_numbers(rec.id)  # fail before running when the paper's numbers are missing
     out = args.out if args.out is not None else default_run_dir(rec.id, args.run_root)
     # the run-folder contract: a rerun with the same recipe, data, budget, seed and options may reuse the
     # folder; a folder of other inputs is refused (named) unless --overwrite clears it first
@@ -104,14 +104,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """``replens reproduce list | run ID | report`` (and ``replens reproduce ID``)."""
-    p = sub.add_parser("reproduce", help="reproduce the seed's tables and figures beside its numbers",
+    p = sub.add_parser("reproduce", help="reproduce the paper's tables and figures beside its numbers",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", metavar="list|run|report|ID", help="what to do, or a recipe id to run")
     p.add_argument("target", nargs="?", default=None, metavar="ID", help="recipe id (with run)")
     p.add_argument("--data", default=None,
                    help="data spec, or cifar10 / pacs for ../shared/data (default: the embedded world)")
     p.add_argument("--budget", choices=("small", "paper"), default="small",
-                   help="small: CPU, minutes (default); paper: the seed's protocol (GPU cluster)")
+                   help="small: CPU, minutes (default); paper: the paper's protocol (GPU cluster)")
     p.add_argument("--device", default="cpu", help="device of feature extraction and probes")
     p.add_argument("--run-root", type=Path, default=Path("runs/reproduce"),
                    help="folder of recipe runs (default runs/reproduce)")

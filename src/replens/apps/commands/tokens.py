@@ -1,4 +1,4 @@
-"""``replens tokens``: the Visual Token Encoder of seed chapter 6.
+"""``replens tokens``: the Visual Token Encoder of paper chapter 6.
 
 Sub-actions::
 
@@ -208,7 +208,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """``replens tokens {extract,train,eval}``."""
     p = sub.add_parser("tokens",
                        help="Visual Token Encoder: extract object/relation tokens, train CLIP-style, evaluate",
-                       description="Seed chapter 6: visual tokens (objects, relations) with ranked additive "
+                       description="Paper chapter 6: visual tokens (objects, relations) with ranked additive "
                                    "attention, trained against a VL text tower; retrieval and compositionality.")
     actions = p.add_subparsers(dest="tokens_action", required=True, metavar="ACTION")
     _add_extract(actions)

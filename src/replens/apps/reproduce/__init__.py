@@ -1,4 +1,4 @@
-"""``replens reproduce``: every table and figure of the seed from one command, beside the seed's numbers.
+"""``replens reproduce``: every table and figure of the paper from one command, beside the paper's numbers.
 
 Typical use::
 
@@ -9,6 +9,7 @@ Typical use::
     result = run_recipe("table-5.2", RecipeContext(budget="small", data=None, out="runs/reproduce/t52"))
 """
 
+from replens.apps.reproduce.paper import load_paper_numbers
 from replens.apps.reproduce.registry import (
     BUDGETS,
     PAPER_TRAIN,
@@ -22,7 +23,6 @@ from replens.apps.reproduce.registry import (
     resolve_data,
     run_recipe,
 )
-from replens.apps.reproduce.seed import load_seed_numbers
 
 __all__ = [
     "BUDGETS",
@@ -33,7 +33,7 @@ __all__ = [
     "RecipeResult",
     "get_recipe",
     "list_recipes",
-    "load_seed_numbers",
+    "load_paper_numbers",
     "recipe",
     "resolve_data",
     "run_recipe",

@@ -19,7 +19,7 @@ from replens.apps.reproduce.registry import RecipeContext
 
 
 class _DisplayNames(Mapping[str, str]):
-    """Registered method -> the name the seed's tables print: the ``display_name`` of its registry entry.
+    """Registered method -> the name the paper's tables print: the ``display_name`` of its registry entry.
 
     A read-only view of ``replens.ssl.METHODS`` (read when used), so a new method needs no entry here.
     """
@@ -43,7 +43,7 @@ class _DisplayNames(Mapping[str, str]):
         return len(METHODS)
 
 
-#: Display names of the SSL methods, as the seed's tables print them (from the method registry).
+#: Display names of the SSL methods, as the paper's tables print them (from the method registry).
 METHOD_NAMES: Mapping[str, str] = _DisplayNames()
 
 #: Row label of the untrained-encoder control in accuracy tables.
@@ -229,12 +229,12 @@ def evaluate_domains(ctx: RecipeContext, backbone: Any, data: DomainData, name: 
 
 
 def pair_cell(base: float, other: float) -> str:
-    """``"97.54 / 98.28"``: the seed's ``Baseline / with DDM`` cell."""
+    """``"97.54 / 98.28"``: the paper's ``Baseline / with DDM`` cell."""
     return f"{base:.2f} / {other:.2f}"
 
 
 def parse_pair(cell: str) -> tuple[float, float]:
-    """Inverse of :func:`pair_cell` (also reads the seed's cells)."""
+    """Inverse of :func:`pair_cell` (also reads the paper's cells)."""
     a, _, b = str(cell).partition("/")
     return float(a), float(b)
 

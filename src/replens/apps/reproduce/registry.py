@@ -1,10 +1,10 @@
 """The recipe registry of ``replens reproduce`` and the runner that records each result.
 
-A *recipe* reproduces one table or figure of the seed dissertation as
+A *recipe* reproduces one table or figure of the paper (the dissertation) as
 configuration over the library's capabilities (``replens.engine.train``,
 ``replens.evaluate``, ``replens.ddm``, ``replens.tokens``, ...). Recipes
 register with :func:`recipe`; :func:`run_recipe` runs one in its folder and
-writes ``result.json`` (our rows beside the seed's numbers, the protocol, the
+writes ``result.json`` (our rows beside the paper's numbers, the protocol, the
 wall time) and ``table.md``.
 
 Repeats: a recipe that trains runs once per seed (option ``seeds``, default
@@ -24,7 +24,7 @@ Two budgets:
 
 * ``small``: CPU, the embedded world (``WorldConfig(n=3000, size=32)``),
   ``small_cnn``, a few epochs; minutes.
-* ``paper``: the seed's protocol (sections 2.4.1, 3.4.1, 5.5.1, 6.5.1 and
+* ``paper``: the paper's protocol (sections 2.4.1, 3.4.1, 5.5.1, 6.5.1 and
   Table C.1) for a GPU cluster; the recipes give it as data (dicts of
   :class:`~replens.engine.train.TrainConfig` fields).
 """
@@ -66,7 +66,7 @@ SMALL_TRAIN: dict[str, Any] = {
 }
 
 #: TrainConfig fields of the paper budget before a recipe's own protocol: the
-#: seed's common SSL setting (ResNet-18, LARS, batch 256, 200 epochs, 10 warm-up
+#: paper's common SSL setting (ResNet-18, LARS, batch 256, 200 epochs, 10 warm-up
 #: epochs; sections 2.4.1 and 5.5.1). Recipes override them with their section's values.
 PAPER_TRAIN: dict[str, Any] = {
     "method": "simclr",
@@ -88,7 +88,7 @@ PAPER_TRAIN: dict[str, Any] = {
     "channels_last": True,
 }
 
-#: World of the small budget (a cached, deterministic world; seed section 1.4 analogue of PACS).
+#: World of the small budget (a cached, deterministic world; paper section 1.4 analogue of PACS).
 SMALL_WORLD: dict[str, Any] = {"n": 3000, "size": 32}
 #: World of the paper budget when no ``--data`` is given.
 PAPER_WORLD: dict[str, Any] = {"n": 20000, "size": 64}
@@ -111,12 +111,12 @@ _ID = re.compile(r"^(table|fig)-([0-9]+|[a-z])\.([0-9]+)$")
 
 @dataclass(frozen=True)
 class Recipe:
-    """One reproducible table or figure of the seed.
+    """One reproducible table or figure of the paper.
 
     Attributes:
         id: ``table-2.1``, ``fig-3.1``, ``table-b.1``, ... (lower case).
         title: One line.
-        section: The seed section that reports it, e.g. ``"2.4.2"``.
+        section: The paper section that reports it, e.g. ``"2.4.2"``.
         kind: ``"table"`` or ``"figure"``.
         needs: What it needs: data, model, budget.
         fn: ``fn(ctx) -> RecipeResult``.
@@ -244,7 +244,7 @@ class RecipeContext:
     """What a recipe gets: the budget, the data, its run folder, and helpers over the engine.
 
     Attributes:
-        budget: ``"small"`` (CPU, the embedded world, minutes) or ``"paper"`` (the seed's protocol).
+        budget: ``"small"`` (CPU, the embedded world, minutes) or ``"paper"`` (the paper's protocol).
         data: The user's ``--data`` spec (shorthands ``cifar10`` and ``pacs`` expanded); None: the world.
         out: The recipe's run folder (created).
         seed: Seed of data order, views, initialisation and probes (one run; see :func:`run_recipe`).
@@ -393,10 +393,10 @@ class RecipeResult:
     """What a recipe returns.
 
     Attributes:
-        rows: Our numbers, one dict per table row; keys match the seed table's columns where there is one.
+        rows: Our numbers, one dict per table row; keys match the paper table's columns where there is one.
         figures: PNG paths relative to the run folder.
         protocol: What was run: data, model, steps, budget (the runner adds wall time and trainings).
-        notes: Departures from the seed.
+        notes: Departures from the paper.
         no_result: Why the run has no result (e.g. ``"0 feature groups judged"``); empty: it has one.
     """
 
@@ -461,18 +461,18 @@ def run_recipe(id: str, ctx: RecipeContext) -> dict[str, Any]:
     Returns:
         The result: ``{id, title, section, kind, budget, status, no_result, rows, rows_std, runs, claim,
         no_claim, verdict, figures, protocol, notes, paper, seeds, seconds}``, where ``paper`` holds the
-        dissertation's numbers (``replens.apps.reproduce.seed.load_seed_numbers``), ``rows`` the mean over
+        dissertation's numbers (``replens.apps.reproduce.paper.load_paper_numbers``), ``rows`` the mean over
         runs and ``rows_std`` their standard deviations.
 
     Raises:
         KeyError: Unknown id, or no paper numbers for it (checked before running).
     """
+    from replens.apps.reproduce.paper import load_paper_numbers
     from replens.apps.reproduce.report import recipe_markdown
-    from replens.apps.reproduce.seed import load_seed_numbers
     from replens.runs import atomic_write_json, atomic_write_text
 
     rec = get_recipe(id)
-    paper_numbers = load_seed_numbers(rec.id)
+    paper_numbers = load_paper_numbers(rec.id)
     t0 = time.perf_counter()
     first, trainings = _one_run(rec, ctx)
     runs: list[tuple[int, RecipeResult, dict[str, Any]]] = [(ctx.seed, first, trainings)]

@@ -1,4 +1,4 @@
-"""Recipe modules, one per seed chapter; importing this package registers all of them.
+"""Recipe modules, one per paper chapter; importing this package registers all of them.
 
 Every module in this package is imported (``pkgutil``), so a new ``chN.py``
 registers its recipes without being listed anywhere.

@@ -4,7 +4,7 @@ hyper-parameters, supervised models, confidence and more heatmaps.
 Same shared setting and cached encoders as ``ch3.py``. "Unseen datasets"
 (appendix A.3) are worlds the encoders never saw: colour-tinted scenes and
 single-object photos (:data:`TRANSFER_WORLDS`), each with its own train/test
-split for the linear evaluation, as the seed evaluates each transfer dataset.
+split for the linear evaluation, as the paper evaluates each transfer dataset.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def table_a_2(ctx: RecipeContext) -> RecipeResult:
                                              "probe": "fitted on each unseen world's train split, judged on its test",
                                              "random_init": f"untrained {methods[0]} architecture ('baseline' "
                                                             "column)"},
-                        notes="The seed's transfer datasets (CIFAR, STL-10, Aircraft, Flowers, Food, Cars, DTD) are "
+                        notes="The paper's transfer datasets (CIFAR, STL-10, Aircraft, Flowers, Food, Cars, DTD) are "
                               "replaced by worlds the encoders never saw.")
 
 
@@ -170,7 +170,7 @@ def _top_rows(qa: Any, feature: int, k: int) -> np.ndarray:
 
 @recipe("fig-a.2", title="Discriminative features on the training data and on unseen data", section="A.3",
         kind="figure", needs="world; SimCLR training; ~1 min CPU",
-        no_claim="heatmaps of the same features on seen and unseen images; the seed's reading is qualitative")
+        no_claim="heatmaps of the same features on seen and unseen images; the paper's reading is qualitative")
 def fig_a_2(ctx: RecipeContext) -> RecipeResult:
     """Figure A.2: Grad-CAM of the same discriminative features on seen and unseen images, and their overlap with
     the main object (heat IoU with the core mask)."""
@@ -216,7 +216,7 @@ def fig_a_2(ctx: RecipeContext) -> RecipeResult:
                     "mis-classified representations (Figure A.3, as Figure 3.3)",
                     pairs=DISC_ACTIVATION_PAIRS, quantity=DISC_ACTIVATION))
 def fig_a_3(ctx: RecipeContext) -> RecipeResult:
-    """Figure A.3: Figure 3.3 on an unseen world (the seed uses Flowers)."""
+    """Figure A.3: Figure 3.3 on an unseen world (the paper uses Flowers)."""
     from replens.quality.plots import plot_class_heatmaps
 
     name = "single-object photo"
@@ -276,7 +276,7 @@ def fig_a_4(ctx: RecipeContext) -> RecipeResult:
 @recipe("fig-a.5", title="Discriminative vs random vs PCA features of matching sizes", section="A.4", kind="figure",
         needs="world (default) or --data; SimCLR training; ~1 min CPU",
         claim=Claim("Discriminative-feature subsets beat random subsets of the same size (Figure A.5, as Figure "
-                    "3.2; the seed's further point, that they match PCA features, states no direction and is "
+                    "3.2; the paper's further point, that they match PCA features, states no direction and is "
                     "left to the rows)",
                     pairs=lambda rows: (mean_cell(rows, "random_mean"), mean_cell(rows, "discriminative")),
                     quantity="linear top-1 % of a feature subset"))
@@ -296,7 +296,7 @@ def fig_a_5(ctx: RecipeContext) -> RecipeResult:
                                         mean_cell(rows, "discriminative")),
                     quantity="linear top-1 % of a feature subset"))
 def fig_a_7(ctx: RecipeContext) -> RecipeResult:
-    """Figure A.7: features from the middle of ``A`` against the lower and upper tails (MoCo, as the seed)."""
+    """Figure A.7: features from the middle of ``A`` against the lower and upper tails (MoCo, as the paper)."""
     rows, figures = compression_rows(ctx, ["moco"], "tails")
     keep = ("model", "kept_pct", "size", "discriminative", "lower_tail", "upper_tail", "all_features")
     return RecipeResult(rows=[{k: r[k] for k in keep} for r in rows], figures=figures,
@@ -306,7 +306,7 @@ def fig_a_7(ctx: RecipeContext) -> RecipeResult:
 # --------------------------------------------------------------------------- Figure A.6
 @recipe("fig-a.6", title="Grad-CAM of discriminative features vs principal components", section="A.4",
         kind="figure", needs="world (default) or --data; SimCLR training; ~1 min CPU",
-        no_claim="heatmaps of discriminative vs principal-component features; the seed's reading is qualitative")
+        no_claim="heatmaps of discriminative vs principal-component features; the paper's reading is qualitative")
 def fig_a_6(ctx: RecipeContext) -> RecipeResult:
     """Figure A.6: each image's discriminative-feature heatmap beside the heatmap of its strongest principal
     component; rows give their correlation and overlap."""
@@ -465,7 +465,7 @@ def fig_a_10(ctx: RecipeContext) -> RecipeResult:
 
 
 # --------------------------------------------------------------------------- Figures A.11-A.14
-def class_heatmaps(ctx: RecipeContext, rank: int, seed_class: str) -> RecipeResult:
+def class_heatmaps(ctx: RecipeContext, rank: int, paper_class: str) -> RecipeResult:
     """The top discriminative and a lowly activating feature of one class, on correct and mis-classified samples.
 
     The class is the ``rank``-th (0-based) class by number of mis-classified
@@ -515,7 +515,7 @@ def class_heatmaps(ctx: RecipeContext, rank: int, seed_class: str) -> RecipeResu
     figures = [plot_cam_grid(grid, ctx.out / "class.png", title=f"class {names[cls]}").name] if grid else []
     return RecipeResult(rows=rows, figures=figures,
                         protocol={"model": "simclr", "class": names[cls], "class_rank_by_failures": rank},
-                        notes=f"The seed's class is '{seed_class}' (ImageNet); ours is the world class with the "
+                        notes=f"The paper's class is '{paper_class}' (ImageNet); ours is the world class with the "
                               f"{rank + 1}. most mis-classified test samples. Panel titles: the probe's prediction.")
 
 
@@ -533,7 +533,7 @@ CLASS_HEATMAP_CLAIM = Claim(
         kind="figure", needs="world (masks); SimCLR training; ~1 min CPU",
         claim=CLASS_HEATMAP_CLAIM)
 def fig_a_11(ctx: RecipeContext) -> RecipeResult:
-    """Figure A.11 (seed class: ski mask)."""
+    """Figure A.11 (paper class: ski mask)."""
     return class_heatmaps(ctx, 0, "Ski Mask")
 
 
@@ -541,7 +541,7 @@ def fig_a_11(ctx: RecipeContext) -> RecipeResult:
         kind="figure", needs="world (masks); SimCLR training; ~1 min CPU",
         claim=CLASS_HEATMAP_CLAIM)
 def fig_a_12(ctx: RecipeContext) -> RecipeResult:
-    """Figure A.12 (seed class: park bench)."""
+    """Figure A.12 (paper class: park bench)."""
     return class_heatmaps(ctx, 1, "Park Bench")
 
 
@@ -549,7 +549,7 @@ def fig_a_12(ctx: RecipeContext) -> RecipeResult:
         kind="figure", needs="world (masks); SimCLR training; ~1 min CPU",
         claim=CLASS_HEATMAP_CLAIM)
 def fig_a_13(ctx: RecipeContext) -> RecipeResult:
-    """Figure A.13 (seed class: head cabbage)."""
+    """Figure A.13 (paper class: head cabbage)."""
     return class_heatmaps(ctx, 2, "Head Cabbage")
 
 
@@ -557,5 +557,5 @@ def fig_a_13(ctx: RecipeContext) -> RecipeResult:
         kind="figure", needs="world (masks); SimCLR training; ~1 min CPU",
         claim=CLASS_HEATMAP_CLAIM)
 def fig_a_14(ctx: RecipeContext) -> RecipeResult:
-    """Figure A.14 (seed class: Dutch oven)."""
+    """Figure A.14 (paper class: Dutch oven)."""
     return class_heatmaps(ctx, 3, "Dutch Oven")

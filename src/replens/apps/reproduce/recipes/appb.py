@@ -3,7 +3,7 @@ sizes, relevance of concepts, generalisation to unseen data and early-layer feat
 
 FALCON runs as in ``ch4.py`` on the encoders of the shared setting; the
 supervised reference encoder is ``ch3.supervised``. Human judgements of the
-seed (Figures B.4, B.6) are replaced by the world's true concepts.
+paper (Figures B.4, B.6) are replaced by the world's true concepts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from replens.apps.reproduce.recipes.ch3 import Encoder, baseline, display, super
 from replens.apps.reproduce.recipes.ch4 import explain, falcon_settings, judged_words
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 
-#: Models of Table B.1 (ResNet-50 in the seed) and the subset run at the small budget.
+#: Models of Table B.1 (ResNet-50 in the paper) and the subset run at the small budget.
 PAPER_MODELS: tuple[str, ...] = ("simsiam", "simclr", "moco", "swav", "byol", "supervised")
 SMALL_MODELS: tuple[str, ...] = ("simclr", "moco", "supervised")
 
@@ -49,7 +49,7 @@ def _statistics(ctx: RecipeContext) -> dict[str, dict[str, Any]]:
 
 @recipe("table-b.1", title="Interpretable feature groups and unique concepts of various models", section="B.1",
         kind="table", needs="world (default) or --data; one training + FALCON per model; ~2 min CPU per model",
-        no_claim="counts of interpretable groups and concepts per model; the seed ranks no model against another")
+        no_claim="counts of interpretable groups and concepts per model; the paper ranks no model against another")
 def table_b_1(ctx: RecipeContext) -> RecipeResult:
     """Table B.1: interpretable groups, unique concepts and the most frequent concepts per model."""
     stats = _statistics(ctx)
@@ -193,7 +193,7 @@ def fig_b_4(ctx: RecipeContext) -> RecipeResult:
         needs="world (true concepts replace the human study); SimCLR training + FALCON; ~2 min CPU",
         no_claim="per-feature agreement of a human study; it describes one method, compares nothing")
 def fig_b_6(ctx: RecipeContext) -> RecipeResult:
-    """Figure B.6: share of relevant concepts among each explained group's top 6 (the seed averages worker
+    """Figure B.6: share of relevant concepts among each explained group's top 6 (the paper averages worker
     agreement per feature)."""
     from replens.quality.plots import plot_grouped_bars
 
@@ -211,10 +211,10 @@ def fig_b_6(ctx: RecipeContext) -> RecipeResult:
 # --------------------------------------------------------------------------- Figure B.7
 @recipe("fig-b.7", title="Concepts generalise to unseen data", section="B.5", kind="figure",
         needs="world; SimCLR training + FALCON (features); ~2 min CPU",
-        no_claim="concepts checked on an unseen data set's images; the seed's reading is qualitative and has no control")
+        no_claim="concepts checked on an unseen data set's images; the paper's reading is qualitative and has no control")
 def fig_b_7(ctx: RecipeContext) -> RecipeResult:
     """Figure B.7: concepts of features explained on the probe set, checked on the features' highly activating
-    images of an unseen world (the seed uses STL-10) with the world's truth."""
+    images of an unseen world (the paper uses STL-10) with the world's truth."""
     from replens.apps.reproduce.recipes.appa import TRANSFER_WORLDS, transfer_spec
     from replens.explain import compute_representations, ground_truth_terms, normalize_rows, source_concepts
     from replens.explain.transfer import carry_rate
@@ -256,11 +256,11 @@ def fig_b_7(ctx: RecipeContext) -> RecipeResult:
 # --------------------------------------------------------------------------- Figure B.8 (appendix B.6)
 @recipe("fig-b.8", title="Concepts of features of early and late layers of a supervised encoder", section="B.6",
         kind="figure", needs="world (default) or --data; supervised training + FALCON per layer; ~3 min CPU",
-        no_claim="concepts of early and late layers; the seed's comparison is with MILAN, which is not available offline")
+        no_claim="concepts of early and late layers; the paper's comparison is with MILAN, which is not available offline")
 def fig_b_8(ctx: RecipeContext) -> RecipeResult:
     """Figure B.8 / appendix B.6: FALCON on random features of every stage of the supervised encoder.
 
-    Per layer: how large the Grad-CAM crops are (the seed: they grow towards
+    Per layer: how large the Grad-CAM crops are (the paper: they grow towards
     the last layer), the concepts of a few features, and the share of concept
     words that are primitive (colours, textures, patterns) rather than shapes.
     """

@@ -4,7 +4,7 @@ Neither table is an experiment: they document the protocol. Their recipes
 build what the engine would run at the paper budget (the ``TrainConfig`` of
 each method from ``recipes/ch5.py``, the method and its heads on ResNet-50,
 the views of the method with the FDA plug-in at 224 px) and tabulate it
-beside the seed's values, so a departure shows up as a differing cell.
+beside the paper's values, so a departure shows up as a differing cell.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def table_c_1(ctx: RecipeContext) -> RecipeResult:
                                                        "RecipeContext.train_config (paper budget)"},
                         notes="built, not trained; departures: ResNet zero-init-residual is not an option of the "
                               "torchvision backbone; MoCo's projection head is (2048, 256), not (4096, 256); the "
-                              "seed gives no batch size (we use 4096); our linear probe is the library's fixed "
+                              "paper gives no batch size (we use 4096); our linear probe is the library's fixed "
                               "L-BFGS protocol, not 90 epochs of SGD")
 
 
@@ -122,4 +122,4 @@ def table_c_2(ctx: RecipeContext) -> RecipeResult:
                  "p (left)": lf.gmm_prob, "p (right)": rf.gmm_prob if rf else 0.0})
     return RecipeResult(rows=rows, protocol={"method": method, "size": size, "views": "method.view_configs + fda plug-in"},
                         notes=f"views of {method} + the fda plug-in at {size} px as the engine builds them; the "
-                              "seed's table lists no solarisation (our BYOL views keep BYOL's 0 / 0.2)")
+                              "paper's table lists no solarisation (our BYOL views keep BYOL's 0 / 0.2)")

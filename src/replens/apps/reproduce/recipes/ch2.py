@@ -1,8 +1,8 @@
 """Chapter 2 (DDM): Tables 2.1-2.4 and Figures 2.2-2.5 as recipes over ``train --ddm`` and ``replens.ddm``.
 
 Small budget: SimCLR with ``small_cnn`` on the embedded world, whose render
-domains stand in for the seed's benchmarks (photo/sketch/cartoon/painting for
-PACS; the tints for Colored-CIFAR). Paper budget: the seed's section 2.4.1
+domains stand in for the paper's benchmarks (photo/sketch/cartoon/painting for
+PACS; the tints for Colored-CIFAR). Paper budget: the paper's section 2.4.1
 (ViT-S, 384-d representation with a 24-d domain prefix, DDM critic Adam at
 0.005 with cosine annealing, lambda = 0.5, each method optimised as in its
 own paper) and all six methods.
@@ -45,7 +45,7 @@ PAPER_DDM: dict[str, Any] = {"prefix_dim": 24, "critic_lr": 0.005, "ssl_weight":
 #: Section 2.4.1: ViT-S/16 at 224 px for every method, "the same optimization and scheduling for the
 #: encoder as the respective papers" (SimCLR: LARS 0.3, wd 1e-6; MoCo v2: SGD 0.03, wd 1e-4; BYOL and
 #: Barlow Twins: LARS 0.2, wd 1.5e-6; DINO: AdamW 5e-4, wd 0.04; SimSiam: SGD 0.05, wd 1e-4; batch 256).
-#: The seed gives no epoch count for chapter 2: 200 epochs.
+#: The paper gives no epoch count for chapter 2: 200 epochs.
 PAPER_CH2: dict[str, dict[str, Any]] = {
     m: {"backbone": "vit_s16", "image_size": 224, "batch_size": 256, "epochs": 200, "method": m, **opt}
     for m, opt in {
@@ -328,7 +328,7 @@ def fig_2_3(ctx: RecipeContext) -> RecipeResult:
                                         cell(rows, "linear top-1", model="SimCLR + DDM, Colored")),
                     quantity="linear top-1 %"))
 def fig_2_4(ctx: RecipeContext) -> RecipeResult:
-    """Figure 2.4 with the accuracies the seed quotes in section 2.3 (90.18, 78.52, 87.06)."""
+    """Figure 2.4 with the accuracies the paper quotes in section 2.3 (90.18, 78.52, 87.06)."""
     runs = _colored_runs(ctx, plots=True)
     labels = {"plain": "SimCLR, one domain (no colours)", "colored": "SimCLR, Colored",
               "colored-ddm": "SimCLR + DDM, Colored"}

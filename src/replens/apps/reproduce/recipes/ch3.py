@@ -19,7 +19,7 @@ keeps the patch independent of the class), or the user's ``--data``.
   :func:`replens.quality.analysis.assess_quality` (``D`` from the training
   split, linear probe on the training split, correctness on the test split).
 
-``eps`` is 4 (the seed's, for r = 2048) at the paper budget and 2 at the small
+``eps`` is 4 (the paper's, for r = 2048) at the paper budget and 2 at the small
 budget, whose encoders have r = 256.
 
 Options (``--set KEY=VALUE``): ``methods`` (comma list of SSL methods of the
@@ -48,7 +48,7 @@ from replens.runs import atomic_write_json
 #: World overrides shared by every recipe of chapters 3-4 and appendices A-B.
 WORLD: dict[str, Any] = {"spurious": 0.7}
 
-#: The seed's SSL baselines (section 3.4.1) and the subset run at the small budget.
+#: The paper's SSL baselines (section 3.4.1) and the subset run at the small budget.
 PAPER_METHODS: tuple[str, ...] = ("simclr", "swav", "moco", "byol", "dino", "simsiam", "vicreg", "barlow_twins")
 SMALL_METHODS: tuple[str, ...] = ("simclr", "byol")
 
@@ -79,12 +79,12 @@ _NAMES = {"simclr": "SimCLR", "swav": "SwaV", "moco": "MoCo", "byol": "BYOL", "d
 
 
 def display(method: str) -> str:
-    """The seed's name of a method (``barlow_twins`` -> ``Barlow``)."""
+    """The paper's name of a method (``barlow_twins`` -> ``Barlow``)."""
     return _NAMES.get(method, method)
 
 
 def eps_of(ctx: RecipeContext) -> float:
-    """``epsilon`` of ``L_i`` (option ``eps``): 2 at the small budget (r = 256), the seed's 4 at the paper budget."""
+    """``epsilon`` of ``L_i`` (option ``eps``): 2 at the small budget (r = 256), the paper's 4 at the paper budget."""
     return float(option(ctx, "eps", ctx.pick(2.0, 4.0)))
 
 
@@ -339,7 +339,7 @@ def fig_3_1(ctx: RecipeContext) -> RecipeResult:
 
     Rows: per part, its features, mean ``A_j`` and how class-specific its
     features are (the largest share of one class's samples a feature
-    activates: the seed's bars show > 80%). Figures: the curve with an example
+    activates: the paper's bars show > 80%). Figures: the curve with an example
     feature of each part and its per-class bars, and Grad-CAM heatmaps of each
     example on its top activating images.
     """
@@ -582,7 +582,7 @@ def table_3_1(ctx: RecipeContext) -> RecipeResult:
                                   "lasso_weight": LASSO_WEIGHT, "eps": eps_of(ctx),
                                   "probe": "L-BFGS logistic regression (replens.evaluate)"},
                         notes="'continued' further-trains the baseline without a regulariser for the same steps "
-                              "(a control the seed does not tabulate); the seed's data are ImageNet-100/1K.")
+                              "(a control the paper does not tabulate); the paper's data are ImageNet-100/1K.")
 
 
 # --------------------------------------------------------------------------- Figure 3.5
@@ -598,7 +598,7 @@ def cam_row(ctx: RecipeContext, enc: Encoder, qa: Any, images: Any, positions: n
 @recipe("fig-3.5", title="Grad-CAM of discriminative features in mis-classified samples, before and after "
         "Q-Score regularisation", section="3.4.2", kind="figure",
         needs="world (default) or --data; SimCLR training + Q-Score fine-tuning; ~2 min CPU",
-        no_claim="qualitative heatmaps of a few samples; its numbers are tested where the seed states them: "
+        no_claim="qualitative heatmaps of a few samples; its numbers are tested where the paper states them: "
                  "top-1 in Table 3.1, overlap with the main object after regularisation in Figure 3.7")
 def fig_3_5(ctx: RecipeContext) -> RecipeResult:
     """Figure 3.5: heatmaps and predictions of baseline-misclassified samples before and after regularisation."""

@@ -248,13 +248,13 @@ def fig_4_4(ctx: RecipeContext) -> RecipeResult:
                             panels={"interpretable (%)": {"interpretable": [r["interpretable_pct"] for r in rows]}})
     return RecipeResult(rows=rows, figures=[fig.name],
                         protocol={"model": "simclr", "vl": ex.vl_label(), **falcon_settings(ctx)},
-                        notes="Same alpha for single features and groups, as in the seed's comparison.")
+                        notes="Same alpha for single features and groups, as in the paper's comparison.")
 
 
 # --------------------------------------------------------------------------- Table 4.1
 @recipe("table-4.1", title="Precision and recall of the top-K FALCON concepts", section="4.4", kind="table",
         needs="world (true concepts replace the human study); SimCLR training, tiny CLIP; ~2 min CPU",
-        no_claim="precision and recall of one method against a judge; the seed compares no two settings here")
+        no_claim="precision and recall of one method against a judge; the paper compares no two settings here")
 def table_4_1(ctx: RecipeContext) -> RecipeResult:
     """Table 4.1: precision/recall of the top-K concepts, judged against the world's true concepts."""
     from replens.explain import precision_recall_at_k
@@ -269,7 +269,7 @@ def table_4_1(ctx: RecipeContext) -> RecipeResult:
     return RecipeResult(rows=rows, protocol={"model": "simclr", "vl": ex.vl_label(), "groups_judged": pr["groups"],
                                              "judge": "world truth: related to >= 50% of the highly activating "
                                                       "images and < 50% of the lowly ones"},
-                        notes="The seed's ground truth is a Mechanical Turk study; ours is the world's truth.",
+                        notes="The paper's ground truth is a Mechanical Turk study; ours is the world's truth.",
                         no_result=nothing_counted(groups_judged=pr["groups"]))
 
 
@@ -454,7 +454,7 @@ def fig_4_7(ctx: RecipeContext) -> RecipeResult:
                                   "carry_rate_random": round(float(np.mean(rand)), 4) if rand else float("nan"),
                                   "fit_mse": float(((target.falcon.features @ z - source.falcon.features) ** 2)
                                                    .mean()),
-                                  "solver": "least squares (the seed's 10-epoch SGD is kept as an option)"},
+                                  "solver": "least squares (the paper's 10-epoch SGD is kept as an option)"},
                         notes="Carry: share of (concept, image) pairs whose image's crop captions name the concept.",
                         no_result=nothing_counted(mapped_groups=len(transfers)))
 

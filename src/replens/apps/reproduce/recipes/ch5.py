@@ -37,7 +37,7 @@ FOUR_METHODS = ("simclr", "byol", "moco", "simsiam")
 MOCO_V2 = "MoCo v2"
 
 #: Table C.1 (and section 5.5.1): ResNet-50, LARS lr 0.2, weight decay 1.5e-6, cosine decay, 1000 epochs, per-method
-#: heads and temperatures. The seed gives no batch size: 4096 (SimCLR's and BYOL's ImageNet setting).
+#: heads and temperatures. The paper gives no batch size: 4096 (SimCLR's and BYOL's ImageNet setting).
 PAPER_CH5: dict[str, dict[str, Any]] = {
     m: {"method": m, "backbone": "resnet50", "image_size": 224, "epochs": 1000, "batch_size": 4096,
         "optimizer": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "warmup_epochs": 10, "method_args": args}
@@ -55,7 +55,7 @@ SMALL_ABLATION_WORLD: dict[str, Any] = {"n": 1500}
 
 
 def method_label(method: str) -> str:
-    """The seed's chapter-5 name of a method (MoCo v2)."""
+    """The paper's chapter-5 name of a method (MoCo v2)."""
     return MOCO_V2 if method == "moco" else METHOD_NAMES[method]
 
 
@@ -229,7 +229,7 @@ def fig_5_4(ctx: RecipeContext) -> RecipeResult:
     return RecipeResult(rows=rows, figures=figures, protocol={"k": k, "queries_shown": int(n_queries),
                                                               "similarity": "cosine", "transfer_sets": list(targets)},
                         notes="precision@4: share of retrieved neighbours of the query's class, a number for what the "
-                              "seed judges by eye")
+                              "paper judges by eye")
 
 
 #: Figure 5.2's hand-crafted augmentations, in the order they are added, as ViewConfig fields (on / off).
@@ -330,7 +330,7 @@ def fig_5_2(ctx: RecipeContext) -> RecipeResult:
                               "px of image side")
 
 
-#: Table 5.3's view kinds (replens.augment.VIEW_KINDS) and the seed's labels.
+#: Table 5.3's view kinds (replens.augment.VIEW_KINDS) and the paper's labels.
 TABLE_5_3_VIEWS: dict[str, str] = {"raw": "x", "image-aug": "A_im(x)", "fda": "F^-1(A_freq(f))",
                                    "fda+image-aug": "A_im(F^-1(A_freq(f)))"}
 
@@ -382,7 +382,7 @@ def table_5_3(ctx: RecipeContext) -> RecipeResult:
 
 @recipe("table-5.4", title="Sequence of augmentations: FDA before vs after the image augmentations",
         section="5.6", kind="table", needs="world (default), --data cifar10 or pacs; 2 SimCLR trainings; ~1 min CPU (small)",
-        no_claim="the seed reports comparable numbers for the two orders (no direction to test); both are in "
+        no_claim="the paper reports comparable numbers for the two orders (no direction to test); both are in "
                  "the row and their difference is not judged")
 def table_5_4(ctx: RecipeContext) -> RecipeResult:
     """Table 5.4: left view FDA then image augmentations (Figure 5.1) vs image augmentations then FDA."""

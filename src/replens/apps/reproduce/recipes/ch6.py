@@ -38,7 +38,7 @@ from replens.apps.reproduce.helpers import RANDOM_INIT, option, pyplot, save_fig
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.apps.reproduce.verdict import Claim, cell
 
-#: Image sides in the seed's row order, with the seed's labels.
+#: Image sides in the paper's row order, with the paper's labels.
 ENCODER_LABELS: dict[str, str] = {
     "vl-image": "CLIP FT",
     "vit": "ViT*",
@@ -183,7 +183,7 @@ def random_init_model(ctx: RecipeContext, setup: dict[str, Any]) -> Any:
 
 
 def off_the_shelf(ctx: RecipeContext, setup: dict[str, Any]) -> Any:
-    """The VL model itself as a dual encoder (its image and text towers, untrained here): the seed's CLIP row."""
+    """The VL model itself as a dual encoder (its image and text towers, untrained here): the paper's CLIP row."""
     from replens.tokens.train import build_model_for
 
     model, _ = build_model_for(_train_config(ctx, "vl-image", len(setup["fit"])), setup["vl"], setup["fit"])
@@ -235,7 +235,7 @@ def fig_6_4(ctx: RecipeContext) -> RecipeResult:
                                   "learning_rates": {e: m["lr"] for e, m in models.items()},
                                   "selection": "learning rate by validation t2i R@1 (ties: the smallest); curves on "
                                                "the validation split, rows on the test split", **setup["split"]},
-                        notes="COCO val stands replaced by the world's held-out captions; the seed quotes 54.35 "
+                        notes="COCO val stands replaced by the world's held-out captions; the paper quotes 54.35 "
                               "(t2i) and 49.76 (i2t) for the Visual Token Encoder")
 
 

@@ -1,7 +1,7 @@
-"""The seed's own numbers, typed in once from the dissertation text (``seed_numbers/*.yaml``).
+"""The paper's own numbers, typed in once from the dissertation text (``paper_numbers/*.yaml``).
 
 Each YAML file maps recipe ids to an entry with ``section`` and ``title`` and
-either ``columns`` + ``rows`` (a table, cells exactly as printed in the seed)
+either ``columns`` + ``rows`` (a table, cells exactly as printed in the paper)
 or ``description`` (what a figure shows, with the numbers it quotes); an
 optional ``notes`` gives units and setting.
 """
@@ -18,16 +18,16 @@ import yaml
 _REQUIRED = ("section", "title")
 
 
-def seed_numbers_dir() -> Path:
-    """The packaged folder of seed-number YAML files."""
-    return Path(str(files("replens.apps.reproduce") / "seed_numbers"))
+def paper_numbers_dir() -> Path:
+    """The packaged folder of paper-number YAML files."""
+    return Path(str(files("replens.apps.reproduce") / "paper_numbers"))
 
 
 @lru_cache(maxsize=1)
 def _all_numbers() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
-    for path in sorted(seed_numbers_dir().glob("*.yaml")):
+    for path in sorted(paper_numbers_dir().glob("*.yaml")):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -58,8 +58,8 @@ def _all_numbers() -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_seed_numbers(id: str) -> dict[str, Any]:
-    """The seed's entry for recipe ``id`` (a copy).
+def load_paper_numbers(id: str) -> dict[str, Any]:
+    """The paper's entry for recipe ``id`` (a copy).
 
     Raises:
         KeyError: No YAML file defines ``id``.
@@ -68,10 +68,10 @@ def load_seed_numbers(id: str) -> dict[str, Any]:
     numbers = _all_numbers()
     key = id.strip().lower()
     if key not in numbers:
-        raise KeyError(f"no seed numbers for {id!r} in {seed_numbers_dir()}/*.yaml")
+        raise KeyError(f"no paper numbers for {id!r} in {paper_numbers_dir()}/*.yaml")
     return dict(numbers[key])
 
 
-def all_seed_ids() -> list[str]:
-    """Every id with seed numbers."""
+def all_paper_ids() -> list[str]:
+    """Every id with paper numbers."""
     return sorted(_all_numbers())
