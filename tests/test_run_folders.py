@@ -322,7 +322,7 @@ def test_kill_9_during_audit_then_rerun_matches(world, vl_and_bank, tmp_path):
 def test_reproduce_keeps_the_run_folder_contract(tmp_path, monkeypatch, capsys):
     import replens.apps.reproduce.registry as registry
     from replens.apps.reproduce import RecipeResult, recipe
-    from replens.apps.reproduce import seed as seed_module
+    from replens.apps.reproduce import paper as paper_module
 
     seen: list[dict] = []
 
@@ -331,8 +331,8 @@ def test_reproduce_keeps_the_run_folder_contract(tmp_path, monkeypatch, capsys):
         return RecipeResult(rows=[{"acc": 50.0 + ctx.seed}], protocol={"steps": 1})
 
     recipe("table-9.20", title="scratch", section="9.9", kind="table", needs="nothing")(fn)
-    real = seed_module.load_seed_numbers
-    monkeypatch.setattr(seed_module, "load_seed_numbers", lambda id: (
+    real = paper_module.load_paper_numbers
+    monkeypatch.setattr(paper_module, "load_paper_numbers", lambda id: (
         {"section": "9.9", "title": "t", "columns": ["acc"], "rows": [{"acc": 60.0}]} if id == "table-9.20"
         else real(id)))
     try:
