@@ -40,7 +40,7 @@ import torch
 from replens.data import open_source
 from replens.data.base import ImageSource
 from replens.ddm import TintedSource
-from replens.ddm.evaluate import evaluate_encoder, format_domain_table
+from replens.ddm.diagnostics import evaluate_encoder, format_domain_table
 from replens.ddm.plugin import default_prefix_dim
 from replens.engine import TrainConfig, load_checkpoint, train
 from replens.runs import atomic_write_json, atomic_write_text

@@ -91,7 +91,7 @@ def explain(name: str, backbone: Any, probe: Any, vl: Any, bank: Any, out: Path,
 def _true_per_group(groups: list[Any], concepts: list[list[str]], vocabulary: set[str]) -> float:
     """Median number of true words (that FALCON can report) discriminative for a group: the most a top-K can hold."""
     from replens.explain import ground_truth_terms
-    from replens.explain.evaluate import _judge
+    from replens.explain.ground_truth import _judge
 
     counts = []
     for g in groups:

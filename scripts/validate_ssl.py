@@ -22,7 +22,7 @@ import torch
 
 from replens.data import open_source
 from replens.engine import TrainConfig, train
-from replens.engine.evaluation import probe_backbone
+from replens.engine.probing import probe_backbone
 from replens.models import create_backbone
 from replens.runs import atomic_write_json
 

@@ -360,7 +360,7 @@ def test_reproduce_keeps_the_run_folder_contract(tmp_path, monkeypatch, capsys):
 
 def test_a_group_of_every_feature_saves_its_images(world, vl_and_bank, tmp_path):
     """A low alpha puts all 256 features in one group: its image names stay short (once 'File name too long')."""
-    from replens.explain.report import group_image_stem
+    from replens.explain.outputs import group_image_stem
 
     assert group_image_stem("3,17") == "3_17"
     long = ",".join(map(str, range(256)))

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from replens.evaluate.probe import LinearProbe
-from replens.explain.evaluate import contrastive_filter_report, ground_truth_terms, precision_recall_at_k
 from replens.explain.failures import contributions, explain_failures, linear_head_from_probe
 from replens.explain.falcon import GroupExplanation
+from replens.explain.ground_truth import contrastive_filter_report, ground_truth_terms, precision_recall_at_k
 from replens.explain.transfer import carry_rate, learn_transfer, map_features, transfer_concepts
 
 

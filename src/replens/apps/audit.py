@@ -9,7 +9,7 @@ With no arguments it runs the embedded default end to end:
    (ch. 5) plug-ins with ``--set train.plugins=[ddm,fda]``) in the one training
    loop (:func:`replens.engine.train.train`);
 3. linear probe and kNN per domain, beside a random-init encoder of the same
-   architecture (:func:`replens.engine.evaluation.probe_backbone`);
+   architecture (:func:`replens.engine.probing.probe_backbone`);
 4. Q-Score (ch. 3): :func:`replens.quality.score` on the embeddings
    (discriminative features from the train split, per-sample scores on the
    test split, failure prediction, compression curve, RankMe / alpha-ReQ);
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from replens.engine.evaluation import probe_backbone
+from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
 from replens.explain import Explanations
 from replens.quality import QScoreReport
@@ -392,7 +392,7 @@ def _explain_sections(
     ``source`` is the test source FALCON explained (its rows are looked up by ``found.rows``); the group
     crops are the PNGs ``found.save`` wrote under ``folder/images``.
     """
-    from replens.explain.report import group_image_stem, image_strip
+    from replens.explain.outputs import group_image_stem, image_strip
     from replens.runs import atomic_write_bytes
 
     metrics = found.metrics
@@ -483,7 +483,7 @@ def _cue_section(found: Explanations, test_src: Any) -> dict[str, Any] | None:
 
     The default world ties the corner marker's colour to the class in ``spurious`` of the train images
     and draws it at random at test. The explain step already counts, with
-    :func:`replens.explain.evaluate.failure_spurious_report`, the failures whose image carries the cue
+    :func:`replens.explain.ground_truth.failure_spurious_report`, the failures whose image carries the cue
     of the class they were mistaken for (by chance one in ten) and those whose concepts name the cue;
     this is that report in the audit's terms.
     """

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from replens.engine.evaluation import probe_backbone
+from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
 from replens.runs import atomic_write_json
 

@@ -14,8 +14,8 @@ Pieces, each usable alone:
   returning :class:`Explanations` (``.save(dir)`` / ``.load(dir)``);
 * :mod:`~replens.explain.failures`: explanations of mis-classifications (section 4.5);
 * :mod:`~replens.explain.transfer`: concept transfer between models (section 4.6, Eq. 4.3);
-* :mod:`~replens.explain.evaluate`: precision/recall against the world's truth;
-* :mod:`~replens.explain.report`: JSON, CSV and the HTML page;
+* :mod:`~replens.explain.ground_truth`: precision/recall against the world's truth;
+* :mod:`~replens.explain.outputs`: JSON, CSV and the HTML page;
 * :mod:`~replens.explain.stats`: concept statistics across models (appendix B.1, B.3);
 * :mod:`~replens.explain.layers`: intermediate-layer encoders for FALCON (appendix B.6).
 
@@ -63,14 +63,6 @@ from replens.explain.concepts import (
     rank_terms,
     word_scores,
 )
-from replens.explain.evaluate import (
-    concept_presence,
-    contrastive_filter_report,
-    failure_spurious_report,
-    ground_truth_terms,
-    precision_recall_at_k,
-    source_concepts,
-)
 from replens.explain.failures import FailureExplanation, contributions, explain_failures, linear_head_from_probe
 from replens.explain.falcon import Falcon, FalconConfig, FalconResult, GroupExplanation, compute_representations
 from replens.explain.gradcam import (
@@ -82,9 +74,17 @@ from replens.explain.gradcam import (
     last_stage_blocks,
     resize_crops,
 )
+from replens.explain.ground_truth import (
+    concept_presence,
+    contrastive_filter_report,
+    failure_spurious_report,
+    ground_truth_terms,
+    precision_recall_at_k,
+    source_concepts,
+)
 from replens.explain.layers import LayerRepresentation
+from replens.explain.outputs import write_concepts_csv, write_failures, write_falcon_outputs, write_html_report
 from replens.explain.pipeline import Explanations, explain
-from replens.explain.report import write_concepts_csv, write_failures, write_falcon_outputs, write_html_report
 from replens.explain.stats import (
     concept_statistics,
     group_concepts,

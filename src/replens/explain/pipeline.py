@@ -33,15 +33,15 @@ from replens.data import open_source
 from replens.evaluate import fit_linear_probe
 from replens.explain.activations import normalize_rows
 from replens.explain.bank import default_world_bank, open_bank
-from replens.explain.evaluate import (
+from replens.explain.failures import FailureExplanation, explain_failures, linear_head_from_probe
+from replens.explain.falcon import Falcon, FalconConfig, FalconResult, GroupExplanation, compute_representations
+from replens.explain.ground_truth import (
     contrastive_filter_report,
     failure_spurious_report,
     precision_recall_at_k,
     source_concepts,
 )
-from replens.explain.failures import FailureExplanation, explain_failures, linear_head_from_probe
-from replens.explain.falcon import Falcon, FalconConfig, FalconResult, GroupExplanation, compute_representations
-from replens.explain.report import (
+from replens.explain.outputs import (
     write_failure_records,
     write_falcon_outputs,
     write_html_report,

@@ -8,7 +8,7 @@ back from the drawn artists, so a test can check a figure against its input.
 The ROC and PR curves are ``replens.quality.plots.plot_roc`` / ``plot_pr``
 (paper section 3.4, Figure 3.4) fed with a :class:`replens.quality.FailureReport`
 built from the summary; image strips of feature groups are
-``replens.explain.report.image_strip`` (the layout of Figure 4.2). Percentages
+``replens.explain.outputs.image_strip`` (the layout of Figure 4.2). Percentages
 (accuracies, AUROC, AUPRC) are in percent, 0 to 100, as in the summary.
 """
 
@@ -352,7 +352,7 @@ def failure_gallery_figure(
 def _strip(paths: Sequence[str], root: Path, size: int, max_images: int, missing: list[str]) -> np.ndarray:
     from PIL import Image
 
-    from replens.explain.report import image_strip
+    from replens.explain.outputs import image_strip
 
     images = []
     for rel in list(paths)[:max_images]:
@@ -375,7 +375,7 @@ def group_grid_figure(
 ) -> RenderedFigure:
     """Explained feature groups: per group a row of highly activating crops and one of lowly activating ones.
 
-    The strips are ``replens.explain.report.image_strip`` (paper Figure 4.2); each row is captioned with the
+    The strips are ``replens.explain.outputs.image_strip`` (paper Figure 4.2); each row is captioned with the
     group's features, score and concepts.
 
     Returns:

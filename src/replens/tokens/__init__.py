@@ -31,15 +31,6 @@ from replens.tokens.encoder import (
     per_head_mask,
     preset_config,
 )
-from replens.tokens.evaluation import (
-    PairData,
-    compositional_metrics,
-    embed_captions,
-    embed_items,
-    image_embedder,
-    retrieval_metrics,
-    text_embedder,
-)
 from replens.tokens.extract import (
     GraphTokenizer,
     RelationEmbedder,
@@ -61,6 +52,15 @@ from replens.tokens.pipeline import (
 )
 from replens.tokens.sample import CONTEXT_LENGTH, VisualTokens, nearest_neighbours, rank_matrix
 from replens.tokens.scene_graph import SceneGraphRecord, load_psg, load_visual_genome
+from replens.tokens.scoring import (
+    PairData,
+    compositional_metrics,
+    embed_captions,
+    embed_items,
+    image_embedder,
+    retrieval_metrics,
+    text_embedder,
+)
 from replens.tokens.train import TokenTrainConfig, train_token_model
 from replens.tokens.world import CompositionalSet, world_compositional_sets
 

@@ -32,8 +32,8 @@ from replens.engine import loop
 from replens.runs import atomic_write_json
 from replens.schedules import lr_at
 from replens.tokens.encoder import TokenEncoderConfig, preset_config
-from replens.tokens.evaluation import PairData, retrieval_metrics
 from replens.tokens.model import ENCODERS, DualEncoder, build_dual_encoder, save_token_model
+from replens.tokens.scoring import PairData, retrieval_metrics
 from replens.vl.model import VLModel
 
 __all__ = ["TokenTrainConfig", "build_model_for", "load_training_checkpoint", "lr_at", "train_token_model"]

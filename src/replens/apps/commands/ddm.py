@@ -65,7 +65,7 @@ def cmd_ddm_eval(args: argparse.Namespace) -> int:
     import torch
 
     from replens.data import open_source
-    from replens.ddm.evaluate import evaluate_encoder, format_domain_table
+    from replens.ddm.diagnostics import evaluate_encoder, format_domain_table
     from replens.ddm.plugin import default_prefix_dim
     from replens.models import create_backbone
 

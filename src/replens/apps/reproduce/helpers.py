@@ -2,7 +2,7 @@
 
 Everything here is configuration over the library's capabilities: training
 goes through :meth:`RecipeContext.train` (the engine), evaluation through
-``replens.evaluate`` and ``replens.ddm.evaluate``.
+``replens.evaluate`` and ``replens.ddm.diagnostics``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def labelled_splits(ctx: RecipeContext, *, train_limit: int | None = None, test_
     data is further capped by :func:`real_limit`.
     """
     from replens.data.compose import SubsetSource, limit_source
-    from replens.ddm.evaluate import stratified_split
+    from replens.ddm.diagnostics import stratified_split
 
     if ctx.data is None:
         train, test = ctx.source("train", **world_overrides), ctx.source("test", **world_overrides)
@@ -218,8 +218,8 @@ def prefix_dim_of(backbone: Any) -> int:
 
 def evaluate_domains(ctx: RecipeContext, backbone: Any, data: DomainData, name: str, *, prefix_dim: int | None = None,
                      protocol: str = "per_domain", plots: bool = False, title: str = "") -> dict[str, Any]:
-    """Chapter 2's per-domain linear probes of one encoder (``replens.ddm.evaluate.evaluate_encoder``)."""
-    from replens.ddm.evaluate import evaluate_encoder
+    """Chapter 2's per-domain linear probes of one encoder (``replens.ddm.diagnostics.evaluate_encoder``)."""
+    from replens.ddm.diagnostics import evaluate_encoder
 
     return evaluate_encoder(
         backbone, data.train, ctx.out / name, prefix_dim=prefix_dim or prefix_dim_of(backbone),

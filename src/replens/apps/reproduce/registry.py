@@ -382,8 +382,8 @@ class RecipeContext:
         return summary
 
     def probe(self, backbone: Any, train_source: Any, test_source: Any, name: str) -> dict[str, Any]:
-        """The library's fixed linear + kNN probe (``replens.engine.evaluation.probe_backbone``) into ``out/name``."""
-        from replens.engine.evaluation import probe_backbone
+        """The library's fixed linear + kNN probe (``replens.engine.probing.probe_backbone``) into ``out/name``."""
+        from replens.engine.probing import probe_backbone
 
         return probe_backbone(backbone.eval(), train_source, test_source, self.out / name, self.device, self.progress)
 

@@ -122,7 +122,7 @@ def _ddm_table(ctx: RecipeContext, train_domains: Sequence[str], unseen_domains:
     control, res = random_init_row(ctx, data, chosen[0], protocol)
     rows.append(control)
     raw["random-init"] = {k: res[k] for k in ("per_domain", "average", "overall_seen", "counts")}
-    return rows, {"results": raw, "probe": f"linear probe, {protocol} protocol (replens.ddm.evaluate)",
+    return rows, {"results": raw, "probe": f"linear probe, {protocol} protocol (replens.ddm.diagnostics)",
                   "data_split": data.label, "random_init": f"untrained {chosen[0]} architecture, seed = the run's"}
 
 
@@ -251,7 +251,7 @@ def fig_2_2(ctx: RecipeContext) -> RecipeResult:
     fig.suptitle("Single- vs multi-domain SSL training and generalisation to an unseen domain", fontsize=10)
     fig.tight_layout()
     return RecipeResult(rows=rows, figures=[save_figure(fig, ctx.out / "fig-2.2.png")],
-                        protocol={"results": raw, "probe": "linear probe per test domain (replens.ddm.evaluate)",
+                        protocol={"results": raw, "probe": "linear probe per test domain (replens.ddm.diagnostics)",
                                   "data_split": mixture.label})
 
 
@@ -284,7 +284,7 @@ def _colored_runs(ctx: RecipeContext, plots: bool) -> dict[str, dict[str, Any]]:
         out[name] = evaluate_domains(ctx, summary["backbone"], data, f"{name}/eval", protocol="joint", plots=plots,
                                      title=title[name], prefix_dim=k)
         if not plots:  # Figure 2.3 only: the heatmap without the t-SNE
-            from replens.ddm.evaluate import plot_top_feature_heatmap
+            from replens.ddm.diagnostics import plot_top_feature_heatmap
             from replens.models import load_embeddings
 
             embs = [load_embeddings(ctx.out / name / "eval" / f"embeddings-{part}", mmap=False)

@@ -284,7 +284,7 @@ def validation_top1(ctx: RecipeContext, enc: Encoder, fraction: float = VALIDATI
     for every candidate and run), are held out; the probe of the fixed protocol is fitted on the rest.
     Selections (Figure A.8's lambdas) use this number; the reported numbers stay on the test split.
     """
-    from replens.ddm.evaluate import stratified_split
+    from replens.ddm.diagnostics import stratified_split
     from replens.evaluate.probe import evaluate_representations
     from replens.models.features import load_embeddings
 

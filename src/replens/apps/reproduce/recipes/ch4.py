@@ -4,7 +4,7 @@ FALCON (``replens.explain``) runs on the encoders of chapter 3's shared
 setting (``ch3.baseline``), with the test split as probe set ``D``. The world
 knows every image's true concepts, so the human studies of section 4.4 are
 replaced by exact judgements against that truth
-(:mod:`replens.explain.evaluate`).
+(:mod:`replens.explain.ground_truth`).
 
 Vision-language model and caption bank:
 
@@ -150,7 +150,7 @@ def explain(ctx: RecipeContext, enc: Encoder, *, mode: str = "groups", split: st
 
 def judged_words(ex: Explained, group: Any, k: int = 6, majority: float = 0.5) -> list[bool]:
     """Whether each of a group's top ``k`` words is discriminative by the world's truth (related to its
-    highly and not to its lowly activating images; :mod:`replens.explain.evaluate`)."""
+    highly and not to its lowly activating images; :mod:`replens.explain.ground_truth`)."""
     from replens.explain import concept_presence, ground_truth_terms
 
     truth = ex.concepts_of_rows()

@@ -109,7 +109,7 @@ def table_5_1(ctx: RecipeContext) -> RecipeResult:
 def _transfer_targets(ctx: RecipeContext) -> dict[str, tuple[Any, Any]]:
     """Transfer sets: the tinted world, and CIFAR-10 / PACS under ``$REPLENS_DATA`` when set (option ``transfer``)."""
     from replens.data.compose import SubsetSource, limit_source
-    from replens.ddm.evaluate import stratified_split
+    from replens.ddm.diagnostics import stratified_split
 
     root = shared_data_root()
     default = ["world-tinted"] + [n for n in ("cifar10", "pacs")

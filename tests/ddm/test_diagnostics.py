@@ -5,7 +5,7 @@ import pytest
 
 from replens.data.arrays import ArraySource
 from replens.ddm import TINTS, TintedSource, tint_image
-from replens.ddm.evaluate import (
+from replens.ddm.diagnostics import (
     domain_variance_fraction,
     format_domain_table,
     part_probes,
