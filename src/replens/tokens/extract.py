@@ -37,6 +37,7 @@ __all__ = [
     "GraphTokenizer",
     "RelationEmbedder",
     "SceneGraph",
+    "build_batch_tokens",
     "build_tokens",
     "default_pool_layers",
     "mask_pool",
@@ -245,6 +246,28 @@ def build_tokens(
     return tokens.fit_context(context_length)
 
 
+def build_batch_tokens(
+    graphs: Sequence[SceneGraph],
+    image_features: torch.Tensor | Sequence[torch.Tensor],
+    tangible: Sequence[torch.Tensor],
+    relation_embedder: RelationEmbedder,
+    n_neighbours: int = N_NEIGHBOURS,
+    context_length: int = CONTEXT_LENGTH,
+) -> list[VisualTokens]:
+    """:func:`build_tokens` of each image of a batch: ``graphs[b]`` with ``image_features[b]`` and ``tangible[b]``."""
+    return [
+        build_tokens(
+            g,
+            image_features[b],
+            tangible[b],
+            relation_embedder,
+            n_neighbours=n_neighbours,
+            context_length=context_length,
+        )
+        for b, g in enumerate(graphs)
+    ]
+
+
 class GraphTokenizer:
     """Scene graphs + images -> :class:`VisualTokens` with a backbone and a VL text encoder.
 
@@ -310,14 +333,6 @@ class GraphTokenizer:
         height, width = images.shape[-2:]
         masks = [g.object_masks(height, width) for g in graphs]
         image_features, tangible = self.features(images, masks)
-        return [
-            build_tokens(
-                g,
-                image_features[b],
-                tangible[b],
-                self.relation_embedder,
-                n_neighbours=self.n_neighbours,
-                context_length=self.context_length,
-            )
-            for b, g in enumerate(graphs)
-        ]
+        return build_batch_tokens(
+            graphs, image_features, tangible, self.relation_embedder, self.n_neighbours, self.context_length
+        )

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from replens.tokens.extract import RelationEmbedder, SceneGraph, build_tokens, mask_pool
+from replens.tokens.extract import RelationEmbedder, SceneGraph, build_batch_tokens, mask_pool
 from replens.tokens.geometry import GeometryConfig, geometric_relations
 from replens.tokens.sample import CONTEXT_LENGTH, N_NEIGHBOURS, VisualTokens
 
@@ -193,14 +193,6 @@ class MaskRCNNTokenizer:
     def tokenize(self, images: list[torch.Tensor]) -> list[VisualTokens]:
         """Visual tokens of (3, H, W) uint8 images."""
         graphs, image_features, tangible = self.detect(images)
-        return [
-            build_tokens(
-                g,
-                image_features[b],
-                tangible[b],
-                self.relation_embedder,
-                n_neighbours=self.n_neighbours,
-                context_length=self.context_length,
-            )
-            for b, g in enumerate(graphs)
-        ]
+        return build_batch_tokens(
+            graphs, image_features, tangible, self.relation_embedder, self.n_neighbours, self.context_length
+        )
