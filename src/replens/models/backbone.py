@@ -40,10 +40,30 @@ __all__ = [
     "list_backbones",
     "register_alias",
     "register_backbone",
+    "unit_images",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def unit_images(images: torch.Tensor, device: torch.device | str, *, non_blocking: bool = False) -> torch.Tensor:
+    """A batch of images as float32 in [0, 1] on ``device`` (the common first step of every ``preprocess``).
+
+    Args:
+        images: uint8 in [0, 255] or float in [0, 1], shape (B, 3, H, W) or (3, H, W).
+        device: Where the batch goes.
+        non_blocking: Passed to ``Tensor.to``.
+
+    Raises:
+        ValueError: Not (B, 3, H, W) or (3, H, W).
+    """
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    x = images.to(device, non_blocking=non_blocking)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
 class Backbone(nn.Module):
@@ -124,13 +144,8 @@ class Backbone(nn.Module):
             - Input: (B, 3, H, W) or (3, H, W)
             - Output: (B, 3, H, W)
         """
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         device, dtype = self._device_dtype()
-        x = images.to(device, non_blocking=True)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = unit_images(images, device, non_blocking=True)
         x = (x - self.pixel_mean.float()) / self.pixel_std.float()
         return x.to(dtype)
 

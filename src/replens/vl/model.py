@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replens.models.backbone import unit_images
 from replens.models.weights import WeightsError, read_checkpoint, save_checkpoint
 
 __all__ = [
@@ -147,12 +148,7 @@ class VLModel(nn.Module):
             - Input: (B, 3, H, W) or (3, H, W)
             - Output: (B, 3, image_size, image_size)
         """
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        x = images.to(self.device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = unit_images(images, self.device)
         h, w = x.shape[-2:]
         size = self.image_size
         if (h, w) != (size, size):
