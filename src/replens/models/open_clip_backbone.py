@@ -25,7 +25,7 @@ from torch import nn
 from replens.models.backbone import Backbone, register_backbone
 from replens.models.weights import WeightsError
 
-__all__ = ["OpenClipBackbone", "open_clip_weights_file"]
+__all__ = ["OpenClipBackbone", "open_clip_pretrained", "open_clip_weights_file", "require_open_clip_model"]
 
 
 class OpenClipBackbone(Backbone):
@@ -110,6 +110,35 @@ def open_clip_weights_file(model: str, tag: str, cfg: dict[str, Any]) -> str:
     return str(fetch_url(cfg["url"], dest, kind="weights", what=what, hint=hint))
 
 
+def require_open_clip_model(model_name: str) -> None:
+    """Raise ``KeyError`` unless open_clip knows ``model_name``."""
+    import open_clip
+
+    if model_name not in open_clip.list_models():
+        raise KeyError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+
+
+def open_clip_pretrained(model_name: str, tag: str) -> tuple[Any, Any, str, bool]:
+    """``(mean, std, weights file, quick_gelu)`` of an open_clip pretrained tag.
+
+    The mean and std default to OpenAI's where the tag's config names none; the
+    weights file is fetched on first use (:func:`open_clip_weights_file`).
+
+    Raises:
+        WeightsError: ``tag`` is not a pretrained tag of ``model_name`` (the known ones are listed).
+        replens.hub.DownloadError: The weights are not cached and cannot be downloaded.
+    """
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
+    mean = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
+    std = cfg.get("std", open_clip.OPENAI_DATASET_STD)
+    return mean, std, open_clip_weights_file(model_name, tag, cfg), bool(cfg.get("quick_gelu", False))
+
+
 @register_backbone(
     "open_clip",
     help="open_clip image tower, e.g. open_clip:ViT-B-32:openai (a tag loads its weights)",
@@ -127,8 +156,7 @@ def open_clip_backbone(spec: str, *, pretrained: bool = False, **kwargs: Any) ->
     import open_clip
 
     model_name, _, tag = spec.partition(":")
-    if model_name not in open_clip.list_models():
-        raise KeyError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    require_open_clip_model(model_name)
     if pretrained and not tag:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if not tags:
@@ -137,13 +165,8 @@ def open_clip_backbone(spec: str, *, pretrained: bool = False, **kwargs: Any) ->
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     checkpoint = None
     if tag:
-        cfg = open_clip.get_pretrained_cfg(model_name, tag)
-        if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
-        mean, std = cfg.get("mean", mean), cfg.get("std", std)
-        checkpoint = open_clip_weights_file(model_name, tag, cfg)
-        kwargs.setdefault("force_quick_gelu", bool(cfg.get("quick_gelu", False)))
+        mean, std, checkpoint, quick_gelu = open_clip_pretrained(model_name, tag)
+        kwargs.setdefault("force_quick_gelu", quick_gelu)
     model = open_clip.create_model(model_name, pretrained=checkpoint, **kwargs)
     visual = model.visual
     del model

@@ -355,12 +355,11 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
     """
     import open_clip
 
-    from replens.models.open_clip_backbone import open_clip_weights_file
+    from replens.models.open_clip_backbone import open_clip_pretrained, require_open_clip_model
 
     spec = spec.removeprefix("open_clip:")
     model_name, _, tag = spec.partition(":")
-    if model_name not in open_clip.list_models():
-        raise KeyError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    require_open_clip_model(model_name)
     if tag and weights is not None:
         raise ValueError(f"pass a pretrained tag ({tag!r}) or a weights file, not both")
     if not tag and weights is None:
@@ -372,13 +371,7 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     kwargs: dict[str, Any] = {}
     if tag:
-        cfg = open_clip.get_pretrained_cfg(model_name, tag)
-        if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise WeightsError(f"unknown pretrained tag {tag!r} for open_clip {model_name}; known: {tags}")
-        mean, std = cfg.get("mean", mean), cfg.get("std", std)
-        checkpoint = open_clip_weights_file(model_name, tag, cfg)
-        kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
+        mean, std, checkpoint, kwargs["force_quick_gelu"] = open_clip_pretrained(model_name, tag)
         fingerprint = f"open_clip:{model_name}:{tag}"
     else:
         checkpoint = str(weights)
