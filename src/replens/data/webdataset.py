@@ -593,12 +593,7 @@ class WebDatasetSource(ImageSource):
     def _fd(self, shard: int) -> int:
         pid = os.getpid()
         if pid != self._pid:  # forked: the inherited descriptors belong to the parent
-            for fd in self._fds.values():
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self._fds = OrderedDict()
+            self._close_fds()
             self._pid = pid
         fd = self._fds.get(shard)
         if fd is None:
@@ -643,11 +638,16 @@ class WebDatasetSource(ImageSource):
     def close(self) -> None:
         """Close the file descriptors this process opened."""
         if getattr(self, "_pid", None) == os.getpid():
-            for fd in self._fds.values():
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            self._close_fds()
+        self._fds = OrderedDict()
+
+    def _close_fds(self) -> None:
+        """Close every descriptor in ``_fds`` (one already closed is skipped) and forget them."""
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         self._fds = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
