@@ -54,6 +54,7 @@ __all__ = [
     "load_winoground",
     "order_perturbations",
     "pre_caption",
+    "read_json_file",
     "winoground_scores",
 ]
 
@@ -180,10 +181,16 @@ def _load_image(image: np.ndarray | None, path: Path | None, box: tuple[float, .
     return image
 
 
-def _read_json(path: str | Path) -> Any:
+def read_json_file(path: str | Path, what: str = "annotation file") -> Any:
+    """The parsed JSON file ``path`` (UTF-8).
+
+    Raises:
+        FileNotFoundError: ``{what} not found: {path}``.
+        ValueError: Not valid JSON (the file and the parser's message are named).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -215,7 +222,7 @@ def load_aro_vg(json_path: str | Path, image_dir: str | Path | None = None, *, c
     Raises:
         ValueError: A row without the ARO keys (file and row named).
     """
-    rows = _read_json(json_path)
+    rows = read_json_file(json_path)
     if not isinstance(rows, list):
         raise ValueError(f"{json_path}: expected a JSON list of ARO rows")
     keys = ("image_path", "true_caption", "false_caption", "bbox_x", "bbox_y", "bbox_w", "bbox_h")
@@ -313,7 +320,7 @@ def load_aro_order(
         seed: Seed of the shuffles.
         limit: Use only the first ``limit`` images.
     """
-    rows = _read_json(json_path)
+    rows = read_json_file(json_path)
     if not isinstance(rows, list):
         raise ValueError(f"{json_path}: expected a JSON list of {{'image', 'caption'}} rows")
     rng = np.random.default_rng(seed)
@@ -384,7 +391,7 @@ def load_sugarcrepe(json_path: str | Path, image_dir: str | Path) -> list[Choice
         Items with ``captions = (caption, negative_caption)``; ``meta`` holds
         the item id and the category (the file's stem).
     """
-    data = _read_json(json_path)
+    data = read_json_file(json_path)
     if not isinstance(data, dict):
         raise ValueError(f"{json_path}: expected a JSON object of SugarCrepe items")
     category = Path(json_path).stem

@@ -19,7 +19,6 @@ relation model. Two public formats are read:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from replens.evaluate.compositional import read_json_file
 from replens.tokens.extract import SceneGraph
 
 __all__ = ["SceneGraphRecord", "load_psg", "load_visual_genome"]
@@ -81,16 +81,6 @@ class SceneGraphRecord:
         return SceneGraph(self.boxes, list(self.relations), (height, width), masks=masks, names=list(self.names))
 
 
-def _read(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"scene-graph file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-
-
 def _object_id(ref: Any, where: str, key: str) -> int:
     if isinstance(ref, dict):
         if "object_id" not in ref:
@@ -109,7 +99,7 @@ def load_visual_genome(
     Raises:
         ValueError: An image or object without the required keys (file and position named).
     """
-    data = _read(scene_graphs)
+    data = read_json_file(scene_graphs, "scene-graph file")
     if not isinstance(data, list):
         raise ValueError(f"{scene_graphs}: expected a JSON list of images")
     records = []
@@ -156,7 +146,7 @@ def load_psg(psg_json: str | Path, image_root: str | Path, *, limit: int | None 
     Raises:
         ValueError: Missing keys, or segments and annotations of different lengths (entry named).
     """
-    data = _read(psg_json)
+    data = read_json_file(psg_json, "scene-graph file")
     if not isinstance(data, dict) or "data" not in data or "predicate_classes" not in data:
         raise ValueError(f"{psg_json}: expected an object with 'data' and 'predicate_classes'")
     classes = list(data.get("thing_classes", [])) + list(data.get("stuff_classes", []))
