@@ -62,6 +62,16 @@ def concept_presence(term: str, image_terms: Sequence[set[str]]) -> float:
     return float(np.mean(hits))
 
 
+def _pct(part: float, whole: float) -> float:
+    """``100 * part / whole``, NaN when ``whole`` is 0."""
+    return float(100 * part / whole) if whole else float("nan")
+
+
+def _mean_pct(values: Sequence[float]) -> float:
+    """The mean of ``values`` in percent, NaN when there are none."""
+    return float(100 * np.mean(values)) if values else float("nan")
+
+
 def _judge(term: str, high: Sequence[set[str]], low: Sequence[set[str]], majority: float) -> tuple[bool, bool]:
     related = concept_presence(term, high) >= majority
     discriminative = related and (not low or concept_presence(term, low) < majority)
@@ -119,7 +129,7 @@ def precision_recall_at_k(
                 absolute[k].append(len(found) / len(group_truth))
 
     def mean(values: dict[int, list[float]]) -> dict[int, float]:
-        return {k: float(100 * np.mean(v)) if v else float("nan") for k, v in values.items()}
+        return {k: _mean_pct(v) for k, v in values.items()}
 
     return {"groups": n, "precision": mean(precision), "recall": mean(recall), "absolute_recall": mean(absolute)}
 
@@ -172,12 +182,12 @@ def contrastive_filter_report(
         "groups": n,
         "spurious": spurious,
         "spurious_removed": spurious_removed,
-        "spurious_removed_pct": float(100 * spurious_removed / spurious) if spurious else float("nan"),
+        "spurious_removed_pct": _pct(spurious_removed, spurious),
         "discriminative": good,
         "discriminative_removed": good_removed,
-        "discriminative_removed_pct": float(100 * good_removed / good) if good else float("nan"),
-        "precision_before": float(100 * np.mean(before)) if before else float("nan"),
-        "precision_after": float(100 * np.mean(after)) if after else float("nan"),
+        "discriminative_removed_pct": _pct(good_removed, good),
+        "precision_before": _mean_pct(before),
+        "precision_after": _mean_pct(after),
     }
 
 
@@ -259,12 +269,12 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
         "cue": cue_kind,
         "failures": n,
         "spurious_driven": driven,
-        "spurious_driven_pct": float(100 * driven / n) if n else float("nan"),
+        "spurious_driven_pct": _pct(driven, n),
         "named": named,
-        "named_pct": float(100 * named / n) if n else float("nan"),
+        "named_pct": _pct(named, n),
         "named_among_spurious_driven": named_driven,
-        "named_among_spurious_driven_pct": float(100 * named_driven / driven) if driven else float("nan"),
+        "named_among_spurious_driven_pct": _pct(named_driven, driven),
         "spurious_driven_colourless": unnameable,
         "named_among_nameable": named_nameable,
-        "named_among_nameable_pct": float(100 * named_nameable / nameable) if nameable else float("nan"),
+        "named_among_nameable_pct": _pct(named_nameable, nameable),
     }
