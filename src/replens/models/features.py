@@ -197,18 +197,33 @@ def _chunk_ok(out_dir: Path, entry: dict[str, Any], dim: int | None, dtype: str)
         return False
 
 
+def _read_meta(meta_path: Path, unreadable: Callable[[Exception], str], foreign: str) -> dict[str, Any]:
+    """The ``meta.json`` at ``meta_path``, checked to be an embeddings manifest.
+
+    Raises:
+        EmbeddingsError: ``unreadable(exc)`` when it cannot be read or parsed,
+            ``foreign`` when its format is not :data:`FORMAT`.
+    """
+    try:
+        with meta_path.open(encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise EmbeddingsError(unreadable(exc)) from None
+    if meta.get("format") != FORMAT:
+        raise EmbeddingsError(foreign)
+    return meta
+
+
 def _init_meta(out_dir: Path, wanted: dict[str, Any], source: Dataset, overwrite: bool) -> dict[str, Any]:
     """Load a resumable meta.json matching ``wanted`` or start a fresh one."""
     meta_path = out_dir / "meta.json"
     meta: dict[str, Any] | None = None
     if meta_path.is_file() and not overwrite:
-        try:
-            with meta_path.open(encoding="utf-8") as handle:
-                meta = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise EmbeddingsError(f"{meta_path} is unreadable ({exc}); pass overwrite=True") from None
-        if meta.get("format") != FORMAT:
-            raise EmbeddingsError(f"{out_dir} is not a replens embeddings directory")
+        meta = _read_meta(
+            meta_path,
+            lambda exc: f"{meta_path} is unreadable ({exc}); pass overwrite=True",
+            f"{out_dir} is not a replens embeddings directory",
+        )
         differ = {k: (meta.get(k), wanted[k]) for k in _RESUME_KEYS if meta.get(k) != wanted[k]}
         if differ:
             shown = ", ".join(f"{k}: on disk {a!r} vs now {b!r}" for k, (a, b) in differ.items())
@@ -479,13 +494,9 @@ def load_embeddings(out_dir: str | Path, mmap: bool = True) -> Embeddings:
     meta_path = out_dir / "meta.json"
     if not meta_path.is_file():
         raise EmbeddingsError(f"{out_dir} has no meta.json: not an embeddings directory")
-    try:
-        with meta_path.open(encoding="utf-8") as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise EmbeddingsError(f"{meta_path} is unreadable: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise EmbeddingsError(f"{meta_path} is not a replens embeddings manifest")
+    meta = _read_meta(
+        meta_path, lambda exc: f"{meta_path} is unreadable: {exc}", f"{meta_path} is not a replens embeddings manifest"
+    )
     chunks = meta.get("chunks", [])
     expected = math.ceil(meta["num_samples"] / meta["chunk_size"]) if meta["chunk_size"] else 0
     if not meta.get("complete"):
