@@ -35,6 +35,14 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _finish(model: Backbone, num_classes: int) -> None:
+    """Add the linear head ``fc`` (``num_classes > 0``) and initialise every layer."""
+    if num_classes > 0:
+        model.fc = nn.Linear(model.feature_dim, num_classes)
+        model.classifier_name = "fc"
+    _init(model)
+
+
 class SmallCNN(Backbone):
     """Four 3x3 conv-BN-ReLU blocks (stride 1, 2, 2, 2) and global average pooling.
 
@@ -63,10 +71,7 @@ class SmallCNN(Backbone):
         for index, (width, stride) in enumerate(zip(widths, (1, 2, 2, 2), strict=True)):
             self.add_module(f"block{index + 1}", _conv_bn_relu(in_channels, width, stride))
             in_channels = width
-        if num_classes > 0:
-            self.fc = nn.Linear(widths[-1], num_classes)
-            self.classifier_name = "fc"
-        _init(self)
+        _finish(self, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block4(self.block3(self.block2(self.block1(x))))
@@ -139,10 +144,7 @@ class NarrowResNet(Backbone):
                 in_channels = width
             self.add_module(f"layer{stage + 1}", nn.Sequential(*layers))
             self.stage_names.append(f"layer{stage + 1}")
-        if num_classes > 0:
-            self.fc = nn.Linear(widths[-1], num_classes)
-            self.classifier_name = "fc"
-        _init(self)
+        _finish(self, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
