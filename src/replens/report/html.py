@@ -281,6 +281,12 @@ def _qscore(q: Mapping[str, Any], figures: Mapping[str, str]) -> str:
     return f'<div class="cards">{"".join(cards)}</div>{note}<div class="figs">{shown}</div>'
 
 
+def _card_grid(intro: str, cards: Sequence[str], grid_class: str, figure_label: str, figure: str | None) -> str:
+    """A card section: ``intro`` as a note, the cards in a ``grid_class`` div, then a link to ``figure`` if any."""
+    link = f'<p class="note">{figure_label}: <a href="{_src(figure)}">{_esc(figure)}</a></p>' if figure else ""
+    return f'<p class="note">{intro}</p><div class="{grid_class}">' + "".join(cards) + "</div>" + link
+
+
 def _failures(folder: Path, failures: Sequence[Mapping[str, Any]], figure: str | None) -> str:
     if not failures:
         return '<p class="note">No likely failures listed.</p>'
@@ -303,12 +309,11 @@ def _failures(folder: Path, failures: Sequence[Mapping[str, Any]], figure: str |
             + _chips(f.get("concepts"))
             + "</div>"
         )
-    link = f'<p class="note">Gallery figure: <a href="{_src(figure)}">{_esc(figure)}</a></p>' if figure else ""
     intro = (
-        '<p class="note">Test samples with the lowest Q-Score, the most likely mis-classifications without labels '
-        "(paper section 3.4), with the probe's prediction and FALCON's explanation (section 4.4).</p>"
+        "Test samples with the lowest Q-Score, the most likely mis-classifications without labels "
+        "(paper section 3.4), with the probe's prediction and FALCON's explanation (section 4.4)."
     )
-    return intro + '<div class="grid">' + "".join(cards) + "</div>" + link
+    return _card_grid(intro, cards, "grid", "Gallery figure", figure)
 
 
 def _groups(folder: Path, groups: Sequence[Mapping[str, Any]], figure: str | None) -> str:
@@ -343,12 +348,11 @@ def _groups(folder: Path, groups: Sequence[Mapping[str, Any]], figure: str | Non
             + strip("low_crops", "lowly activating image")
             + "</div>"
         )
-    link = f'<p class="note">Grid figure: <a href="{_src(figure)}">{_esc(figure)}</a></p>' if figure else ""
     intro = (
-        '<p class="note">FALCON (paper chapter 4): groups of features that fire together, the concepts shared by '
-        "their highly activating crops and absent from lowly activating images.</p>"
+        "FALCON (paper chapter 4): groups of features that fire together, the concepts shared by "
+        "their highly activating crops and absent from lowly activating images."
     )
-    return intro + '<div class="grid wide">' + "".join(cards) + "</div>" + link
+    return _card_grid(intro, cards, "grid wide", "Grid figure", figure)
 
 
 def _encoding(enc: Mapping[str, Any]) -> str:
