@@ -24,7 +24,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -223,6 +223,14 @@ def _overview(ov: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _entries(items: Sequence[Any], key: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """``enumerate(items)``, raising ValueError at the first item that is not a dict (named ``key[k]``)."""
+    for k, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"summary key '{key}[{k}]' must be a dict, got {type(item).__name__}")
+        yield k, item
+
+
 def _accuracy(acc: Mapping[str, Any], figure: str | None) -> str:
     domains = [str(d) for d in acc.get("domains") or []]
     rows = list(acc.get("rows") or [])
@@ -230,9 +238,7 @@ def _accuracy(acc: Mapping[str, Any], figure: str | None) -> str:
         return '<p class="note">No probe results recorded.</p>'
     head = "".join(f"<th>{_esc(d)}</th>" for d in ["all", *domains])
     body = []
-    for k, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise ValueError(f"summary key 'accuracy.rows[{k}]' must be a dict, got {type(row).__name__}")
+    for _, row in _entries(rows, "accuracy.rows"):
         per = row.get("per_domain") or {}
         cells = [row.get("all")] + [per.get(d) for d in domains]
         body.append(
@@ -291,9 +297,7 @@ def _failures(folder: Path, failures: Sequence[Mapping[str, Any]], figure: str |
     if not failures:
         return '<p class="note">No likely failures listed.</p>'
     cards = []
-    for k, f in enumerate(failures):
-        if not isinstance(f, Mapping):
-            raise ValueError(f"summary key 'failures[{k}]' must be a dict, got {type(f).__name__}")
+    for k, f in _entries(failures, "failures"):
         label, predicted = f.get("label", "?"), f.get("predicted", "?")
         cls = "wrong" if str(label) != str(predicted) else ""
         meta = [f"sample {_fmt(f.get('index'))}", f"Q-Score {_fmt(_as_number(f.get('qscore')))}"]
@@ -320,9 +324,7 @@ def _groups(folder: Path, groups: Sequence[Mapping[str, Any]], figure: str | Non
     if not groups:
         return '<p class="note">No feature groups explained.</p>'
     cards = []
-    for k, g in enumerate(groups):
-        if not isinstance(g, Mapping):
-            raise ValueError(f"summary key 'groups[{k}]' must be a dict, got {type(g).__name__}")
+    for k, g in _entries(groups, "groups"):
         gid = g.get("id", k)
         features = g.get("features") or []
 
@@ -360,9 +362,7 @@ def _encoding(enc: Mapping[str, Any]) -> str:
     if not factors:
         return '<p class="note">No labelled factors recorded.</p>'
     body = []
-    for k, e in enumerate(factors):
-        if not isinstance(e, Mapping):
-            raise ValueError(f"summary key 'encoding.factors[{k}]' must be a dict, got {type(e).__name__}")
+    for _, e in _entries(factors, "encoding.factors"):
         top = (e.get("top_features") or ["?"])[0]
         inside = (e.get("median_in") or {}).get("discriminative")
         body.append(f'<tr><td class="l">{_esc(e.get("factor", "?"))}</td><td>{_fmt(_as_number(e.get("levels")))}</td>'
