@@ -27,9 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from replens.evaluate import fit_linear_probe
 from replens.quality.failure import FailureReport, failure_prediction
-from replens.quality.qscore import DEFAULT_BAND, DEFAULT_EPS, EmbeddingChunks, QScoreResult, band_features
+from replens.quality.qscore import (
+    DEFAULT_BAND,
+    DEFAULT_EPS,
+    EmbeddingChunks,
+    QScoreResult,
+    band_features,
+    qscore_embeddings,
+)
 from replens.quality.qscore import feature_order as _order
+from replens.quality.regularizer import highly_activating_mask
 
 __all__ = [
     "ProjectedRepresentation",
@@ -85,8 +94,6 @@ def highly_activating_matrix(features: np.ndarray, eps: float = DEFAULT_EPS) -> 
     The same rule as :func:`replens.quality.regularizer.highly_activating_mask`
     (population std), in numpy.
     """
-    from replens.quality.regularizer import highly_activating_mask
-
     return highly_activating_mask(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), eps).numpy()
 
 
@@ -270,9 +277,6 @@ def assess_quality(
     Raises:
         ValueError: Unlabelled samples, or splits of different widths.
     """
-    from replens.evaluate import fit_linear_probe
-    from replens.quality.qscore import qscore_embeddings
-
     train, train_chunks = qscore_embeddings(train_dir, eps=eps, band=band, spill_dir=spill_dir)
     test, test_chunks = qscore_embeddings(test_dir, eps=eps, discriminative=train.discriminative, spill_dir=spill_dir)
     if train_chunks.dim != test_chunks.dim:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from replens.evaluate import fit_linear_probe
 from replens.quality.qscore import DEFAULT_BAND, band_features, tail_features
 
 __all__ = [
@@ -109,8 +110,6 @@ def compression_curve(
         "random", "random_mean", "random_std", "pca", "lower_tail", "upper_tail"}]}``.
     """
     from sklearn.decomposition import PCA
-
-    from replens.evaluate import fit_linear_probe
 
     train_x, test_x = _normalise(train_features), _normalise(test_features)
     train_y, test_y = np.asarray(train_labels), np.asarray(test_labels)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from replens.evaluate import fit_linear_probe
+
 __all__ = ["FailureReport", "failure_prediction", "probe_correctness", "rank_failures"]
 
 
@@ -72,8 +74,6 @@ def probe_correctness(
         ``(correct bool (M,), predictions (M,))``. Test samples with label < 0
         count as mis-classified only if you keep them; filter them first.
     """
-    from replens.evaluate import fit_linear_probe
-
     probe = fit_linear_probe(train_features, train_labels, weight_decay=weight_decay, device=device)
     predictions = probe.predict(test_features)
     return predictions == np.asarray(test_labels), predictions

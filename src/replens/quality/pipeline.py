@@ -33,8 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from replens.data import open_source
+from replens.evaluate import fit_linear_probe
+from replens.models import extract_features
 from replens.quality.compression import compression_curve
 from replens.quality.failure import FailureReport, failure_prediction, rank_failures
+from replens.quality.plots import plot_activation_percentages, plot_compression, plot_pr, plot_roc
 from replens.quality.qscore import (
     DEFAULT_BAND,
     EmbeddingChunks,
@@ -42,6 +46,7 @@ from replens.quality.qscore import (
     load_feature_sets,
     qscore_embeddings,
 )
+from replens.quality.saliency import SalientImageNetSource, saliency_iou
 from replens.quality.spectrum import spectrum_metrics
 from replens.runs import atomic_write, atomic_write_json, atomic_write_text
 
@@ -205,8 +210,6 @@ class QScoreReport:
         Returns:
             The folder.
         """
-        from replens.quality.plots import plot_activation_percentages, plot_compression, plot_pr, plot_roc
-
         if table_format not in ("parquet", "csv"):
             raise ValueError(f"table_format must be 'parquet' or 'csv', got {table_format!r}")
         out = Path(directory)
@@ -284,8 +287,6 @@ def _stream_representations(
     backbone: Any, sources: dict[str, Any], work_dir: Path, cfg: QScoreConfig, progress: bool,
     timings: dict[str, float],
 ) -> dict[str, Path]:
-    from replens.models import extract_features
-
     folders = {}
     for split, source in sources.items():
         t0 = time.perf_counter()
@@ -298,8 +299,6 @@ def _stream_representations(
 
 
 def _open_sources(data: Any, test: Any, image_size: int | None) -> dict[str, Any]:
-    from replens.data import open_source
-
     sources = {"train": open_source(data, image_size=image_size) if isinstance(data, str) else data}
     if test is not None:
         sources["test"] = open_source(test, image_size=image_size) if isinstance(test, str) else test
@@ -312,8 +311,6 @@ def _probe_and_compression(
     timings: dict[str, float], progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, FailureReport]:
     """Fit the linear probe, judge the evaluated rows, and draw the compression curve (section 3.4)."""
-    from replens.evaluate import fit_linear_probe
-
     train_chunks = chunks["train"]
     for split in chunks:
         unknown = int((chunks[split].labels < 0).sum())
@@ -406,8 +403,6 @@ def _saliency(
     ``eval_index`` holds the source positions of the judged rows (the embeddings' stored index, so
     skipped unreadable images do not shift them).
     """
-    from replens.quality.saliency import SalientImageNetSource, saliency_iou
-
     if cfg.salient_masks is not None:
         if cfg.salient_images is None:
             raise ValueError("--salient-masks needs --salient-images (the ImageNet image folder)")

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from replens.data.base import DataError, ImageSource, decode_image
+from replens.data.base import DataError, ImageSource, decode_image, resize_center_crop
 from replens.models.gradcam import DiscriminativeSetTarget, cam_layers, grad_cam
 from replens.quality.qscore import DEFAULT_EPS
 
@@ -342,8 +342,6 @@ class SalientImageNetSource(ImageSource):
             h, w = self.read(index).shape[:2]
             out = np.zeros((h, w), dtype=np.float32)
         if size is not None:
-            from replens.data.base import resize_center_crop
-
             grey = (np.clip(out, 0, 1) * 255).astype(np.uint8)
             out = resize_center_crop(np.repeat(grey[:, :, None], 3, axis=2), size)[:, :, 0].astype(np.float32) / 255
         return out > self.mask_threshold
