@@ -8,6 +8,8 @@ from typing import Any
 import torch
 
 from replens.data.base import ImageSource
+from replens.evaluate import evaluate_representations
+from replens.models import extract_features, load_embeddings
 
 
 def probe_backbone(
@@ -24,9 +26,6 @@ def probe_backbone(
         ``replens.evaluate.evaluate_representations`` output (linear and kNN
         accuracy overall, per domain and per class of the test source).
     """
-    from replens.evaluate import evaluate_representations
-    from replens.models import extract_features, load_embeddings
-
     folder = Path(folder)
     embs = {}
     for split, src in (("train", train_source), ("test", test_source)):

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from replens.data import open_source
 from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
+from replens.models import create_backbone
 from replens.runs import atomic_write_json
 
 _SUMMARY_KEYS = ("steps", "total_steps", "finished", "final_loss", "images_per_s", "bad_images", "world_size",
@@ -126,9 +128,6 @@ def train_encoder(
     Returns:
         The :class:`TrainResult` (``backbone`` is the trained encoder).
     """
-    from replens.data import open_source
-    from replens.models import create_backbone
-
     source = open_source(data, image_size=config.image_size) if isinstance(data, str) else data
     evaluation = open_source(eval_data, image_size=config.image_size) if isinstance(eval_data, str) else eval_data
     out = Path(out)

@@ -39,7 +39,11 @@ from replens.engine.loop import (
     set_learning_rate,
     write_record,
 )
+from replens.evaluate import knn_predict
+from replens.models import create_backbone, load_weights
+from replens.models.weights import WeightsError, read_raw
 from replens.runs import atomic_write, atomic_write_json
+from replens.ssl import create_method, create_plugin, method_entry
 
 
 @dataclass
@@ -170,9 +174,6 @@ def _unwrap(model: torch.nn.Module) -> Any:
 
 def _init_backbone(backbone: torch.nn.Module, path: str | Path) -> None:
     """Load starting weights: a training checkpoint's backbone, or a weights file."""
-    from replens.models import load_weights
-    from replens.models.weights import read_raw
-
     if str(path).endswith(".pt"):
         ckpt = read_raw(path)
         if isinstance(ckpt, dict) and "model" in ckpt and "state" in ckpt:
@@ -192,8 +193,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         replens.models.WeightsError: Missing, truncated or foreign file (one line naming it).
     """
-    from replens.models.weights import WeightsError, read_raw
-
     ckpt = read_raw(path)
     if not isinstance(ckpt, dict) or not {"model", "optimizer", "state"} <= set(ckpt):
         raise WeightsError(f"{path} is not a replens training checkpoint (it has no model, optimizer and state)")
@@ -217,8 +216,6 @@ def _knn_monitor(
     batch_size: int,
 ) -> float:
     """kNN top-1 (%) of ``queries`` against ``bank`` with the current encoder (centre views, no augmentation)."""
-    from replens.evaluate import knn_predict
-
     was_training = backbone.training
     backbone.eval()
     feats = []
@@ -297,8 +294,6 @@ def _method_args(config: TrainConfig, source: ImageSource, world: int) -> tuple[
     Returns:
         ``(method_args, needs_labels, num_classes)``.
     """
-    from replens.ssl import method_entry
-
     method_args = dict(config.method_args)
     method = method_entry(config.method)
     if world > 1 and method.gathers:
@@ -319,9 +314,6 @@ def _method_args(config: TrainConfig, source: ImageSource, world: int) -> tuple[
 
 def _build(config: TrainConfig, source: ImageSource, fabric: Any) -> _Parts:
     """Plug-ins, backbone, recipe, views, online probe and optimiser, in the order that fixes their seeds."""
-    from replens.models import create_backbone
-    from replens.ssl import create_method, create_plugin
-
     world = fabric.world_size
     plugins = [create_plugin(name, **config.plugin_args.get(name, {})) for name in config.plugins]
     backbone = create_backbone(config.backbone, **config.backbone_args)
@@ -370,8 +362,6 @@ def _schedule(config: TrainConfig, n: int) -> _Schedule:
 
 def _resume(ckpt_path: Path, parts: _Parts) -> int:
     """Load ``checkpoint.pt`` into the model, optimiser and plug-ins; the step it was written at."""
-    from replens.models.weights import WeightsError
-
     ckpt = load_checkpoint(ckpt_path)
     try:
         parts.model.load_state_dict(ckpt["model"])
