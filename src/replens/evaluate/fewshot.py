@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from replens.evaluate.probe import accuracy_report, fit_linear_probe
+from replens.models import extract_features, load_embeddings
 
 __all__ = ["few_shot_accuracy", "sample_k_shot", "transfer_evaluation"]
 
@@ -133,8 +134,6 @@ def transfer_evaluation(
     Returns:
         ``{name: {"linear": top-1, "train_count", "test_count", "classes", "few_shot": {...}}}``.
     """
-    from replens.models import extract_features, load_embeddings
-
     backbone = backbone.eval()
     out: dict[str, dict[str, Any]] = {}
     for name, (train_source, test_source) in targets.items():

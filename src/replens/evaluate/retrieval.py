@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from replens.plotting import save_figure
+
 __all__ = [
     "caption_positives",
     "nearest_neighbours",
@@ -238,8 +240,6 @@ def plot_retrieval_grid(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from replens.plotting import save_figure
 
     def to_hwc(img: Any) -> np.ndarray:
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
