@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from replens.data import iterate_batches, make_loader
 from replens.explain.activations import (
     activation_threshold,
     feature_groups,
@@ -39,7 +40,13 @@ from replens.explain.activations import (
     normalize_rows,
     single_feature_sets,
 )
-from replens.explain.concepts import ConceptExtractor, contrastive_filter, rank_terms, word_scores
+from replens.explain.concepts import (
+    DEFAULT_DISCARD_WORDS,
+    ConceptExtractor,
+    contrastive_filter,
+    rank_terms,
+    word_scores,
+)
 from replens.explain.gradcam import cam_boxes, crop_images, group_cams, last_stage_blocks, resize_crops
 from replens.vl.tiny import TINY_CLIP_NAME
 
@@ -333,8 +340,6 @@ def compute_representations(
     """
     from tqdm.auto import tqdm
 
-    from replens.data import iterate_batches, make_loader
-
     backbone = backbone.to(device).eval()
     feats, index, names = [], [], []
     loader = make_loader(source, batch_size=batch_size, shuffle=False)
@@ -417,8 +422,6 @@ class Falcon:
         self.alpha = activation_threshold(self.features, self.config.alpha_multiplier)
         discard = None
         if self.config.discard_words:
-            from replens.explain.concepts import DEFAULT_DISCARD_WORDS
-
             discard = DEFAULT_DISCARD_WORDS | {w.lower() for w in self.config.discard_words}
         self.extractor = extractor or (ConceptExtractor(discard_words=discard) if discard else ConceptExtractor())
         self._layers = last_stage_blocks(self.backbone, self.config.gradcam_layer)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from replens.models.features import pool_features
+
 __all__ = ["LayerRepresentation"]
 
 
@@ -64,7 +66,5 @@ class LayerRepresentation(nn.Module):
         return self.backbone.find_layer(self.layer if name is None else name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from replens.models.features import pool_features
-
         out = self.backbone.forward_layers(x, [self.layer])[self.layer]
         return pool_features(out, token_pool="mean", num_prefix_tokens=self.num_prefix_tokens)
