@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replens.evaluate import accuracy_report, fit_linear_probe
+from replens.models import extract_features, load_embeddings
 from replens.plotting import save_figure
 
 if TYPE_CHECKING:
@@ -315,8 +316,6 @@ def plot_part_tsne(features: np.ndarray, labels: np.ndarray, domains: np.ndarray
 
 def _embed(backbone: object, source: ImageSource, out_dir: Path, device: str, batch_size: int,
            progress: bool) -> Embeddings:
-    from replens.models import extract_features, load_embeddings
-
     return load_embeddings(extract_features(backbone, source, out_dir, batch_size=batch_size, device=device,  # type: ignore[arg-type]
                                             progress=progress), mmap=False)
 
