@@ -25,6 +25,9 @@ from typing import Any
 
 import torch
 
+from replens.augment.fourier import FourierAugment, fda_config, frequency_image
+from replens.data import open_source
+from replens.data.base import resize_center_crop, to_chw_tensor
 from replens.plotting import new_figure, save_figure
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -66,9 +69,6 @@ def load_preview_images(source: str, count: int, size: int | None) -> torch.Tens
     import torch
     from PIL import Image
 
-    from replens.data import open_source
-    from replens.data.base import resize_center_crop, to_chw_tensor
-
     path = Path(source)
     if path.suffix.lower() in _IMAGE_SUFFIXES:
         if not path.is_file():
@@ -103,8 +103,6 @@ def preview_grid(images: Any, seed: int = 0, progress: bool = True) -> tuple[lis
     """
     import torch
     from tqdm.auto import tqdm
-
-    from replens.augment.fourier import FourierAugment, fda_config, frequency_image
 
     x = images.float() / 255.0
     size = x.shape[-1]
