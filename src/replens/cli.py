@@ -21,7 +21,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import replens.apps.commands
 from replens import __version__
+from replens.apps.audit import AuditConfig, run_audit
 from replens.apps.commands import (
     add_common_options,
     add_config_options,
@@ -29,8 +31,27 @@ from replens.apps.commands import (
     open_run_from_args,
     positive_int,
 )
+from replens.catalog import pretrained_catalog
 from replens.config import ConfigError, apply_overrides, load_config, preset_path
+from replens.data import open_source
+from replens.data.base import DataError
+from replens.data.sources import list_sources
+from replens.engine import TrainConfig
+from replens.engine.result import train_encoder
+from replens.evaluate import evaluate_representations
+from replens.hub import DownloadError, offline_mode
+from replens.models import (
+    EmbeddingsError,
+    WeightsError,
+    create_backbone,
+    extract_features,
+    list_backbones,
+    load_embeddings,
+)
 from replens.runs import close_runs, open_run, open_run_count
+from replens.ssl import list_methods, list_plugins, plugin_class
+from replens.world import WorldConfig, generate_world, save_preview
+from replens.world.generate import WorldCacheError
 
 log = logging.getLogger("replens")
 
@@ -43,9 +64,6 @@ _config_opts = add_config_options
 
 # ---------------------------------------------------------------- list
 def _list_pretrained() -> int:
-    from replens.catalog import pretrained_catalog
-    from replens.hub import offline_mode
-
     entries = pretrained_catalog()
     width = max(len(e.name) for e in entries)
     kind = None
@@ -63,9 +81,6 @@ def _list_pretrained() -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _list_pretrained()
-    from replens.data.sources import list_sources
-    from replens.models import list_backbones
-    from replens.ssl import list_methods, list_plugins
 
     sections = {
         "backbones": list_backbones(),
@@ -84,8 +99,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- world
 def cmd_world(args: argparse.Namespace) -> int:
-    from replens.world import WorldConfig, generate_world, save_preview
-
     cfg = WorldConfig(n=args.n, size=args.size, domains=args.domains.split(","), seed=args.seed, spurious=args.spurious)
     out = args.out if args.out is not None else Path("runs") / f"world-n{args.n}-s{args.size}-seed{args.seed}"
     run = open_run(out, {"command": "world", **asdict(cfg)}, overwrite=args.overwrite)
@@ -105,16 +118,11 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- embed
 def _backbone(args: argparse.Namespace) -> Any:
-    from replens.models import create_backbone
-
     return create_backbone(args.model, weights=args.weights, pretrained=args.pretrained).eval()
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     import torch
-
-    from replens.data import open_source
-    from replens.models import extract_features
 
     torch.manual_seed(args.seed)
     source = open_source(args.data, image_size=args.image_size)
@@ -142,10 +150,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- probe
 def cmd_probe(args: argparse.Namespace) -> int:
-    from replens.data import open_source
-    from replens.evaluate import evaluate_representations
-    from replens.models import extract_features, load_embeddings
-
     if args.train_emb and args.test_emb:
         tr, te = load_embeddings(args.train_emb), load_embeddings(args.test_emb)
         domain_names = te.meta.get("domain_names")
@@ -189,11 +193,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    from replens.data import open_source
-    from replens.engine import TrainConfig
-    from replens.engine.result import train_encoder
-    from replens.ssl import list_plugins, plugin_class
-
     if args.preset and args.config:
         raise ConfigError("give either --preset or --config, not both")
     preset = args.preset
@@ -244,8 +243,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- audit
 def cmd_audit(args: argparse.Namespace) -> int:
-    from replens.apps.audit import AuditConfig, run_audit
-
     cfg = load_config(AuditConfig, args.config, args.overrides + ([f"seed={args.seed}"] if args.seed_given else []))
     given = {"world_dir": args.world, "model": args.model, "weights": args.weights, "data": args.data,
              "test_data": args.test_data, "image_size": args.image_size, "device": args.device, "vl": args.vl}
@@ -371,8 +368,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _plugin_opts(p: argparse.ArgumentParser) -> None:
     """One switch per registered SSL plug-in (``--ddm``, ...) and one option per entry of its ``cli_options``."""
-    from replens.ssl import list_plugins, plugin_class
-
     for name, help_text in list_plugins().items():
         p.add_argument(
             f"--{name.replace('_', '-')}",
@@ -419,8 +414,6 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 
 def _add_app_commands(sub: argparse._SubParsersAction) -> None:
     """The commands of ``replens.apps.commands``: each module's ``add_parser(sub)``, in module-name order."""
-    import replens.apps.commands
-
     for info in sorted(pkgutil.iter_modules(replens.apps.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"replens.apps.commands.{info.name}").add_parser(sub)
 
@@ -437,11 +430,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     import pickle
 
     import yaml
-
-    from replens.data.base import DataError
-    from replens.hub import DownloadError
-    from replens.models import EmbeddingsError, WeightsError
-    from replens.world.generate import WorldCacheError
 
     return (ConfigError, DataError, DownloadError, OSError, KeyError, ValueError, WeightsError, EmbeddingsError,
             WorldCacheError, yaml.YAMLError, pickle.UnpicklingError)

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from replens import __version__
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)``, flush it to disk, then rename ``tmp_path`` onto ``path`` (the one atomic write).
@@ -204,8 +206,6 @@ class RunDir:
 
     def write_config(self, config: dict[str, Any]) -> Path:
         """Write the resolved configuration (plus replens version and git commit)."""
-        from replens import __version__
-
         full = {**config, "_replens_version": __version__, "_git_commit": git_commit()}
         return atomic_write_yaml(self.path / "config.yaml", full)
 
@@ -290,6 +290,7 @@ def input_digest(path: str | Path) -> str:
 
 def _input_paths(value: str) -> list[Path]:
     """Local files or folders a config string names: a path, or the paths inside a data spec."""
+    # lazy: importing replens.data loads torch; replens.runs (and replens.hub, replens.pages) stay torch-free
     from replens.data.paths import _split_top_level, expand_braces
 
     if not value or len(value) > 4096 or "\n" in value:
@@ -335,8 +336,6 @@ def fingerprint(config: dict[str, Any], run_path: str | Path | None = None) -> d
         config: The resolved config of the run.
         run_path: The run folder; paths inside it are outputs, not inputs.
     """
-    from replens import __version__
-
     clean = {k: v for k, v in _jsonable(config).items() if k not in UNFINGERPRINTED}
     inputs: dict[str, dict[str, str]] = {}
     _inputs(clean, "", inputs, Path(run_path).resolve() if run_path is not None else None)
