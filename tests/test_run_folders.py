@@ -332,9 +332,15 @@ def test_reproduce_keeps_the_run_folder_contract(tmp_path, monkeypatch, capsys):
 
     recipe("table-9.20", title="scratch", section="9.9", kind="table", needs="nothing")(fn)
     real = paper_module.load_paper_numbers
-    monkeypatch.setattr(paper_module, "load_paper_numbers", lambda id: (
-        {"section": "9.9", "title": "t", "columns": ["acc"], "rows": [{"acc": 60.0}]} if id == "table-9.20"
-        else real(id)))
+    def fake(id):
+        return ({"section": "9.9", "title": "t", "columns": ["acc"], "rows": [{"acc": 60.0}]} if id == "table-9.20"
+                else real(id))
+
+    import replens.apps.commands.reproduce as reproduce_command
+    import replens.apps.reproduce.report as report_module
+
+    for module in (paper_module, registry, report_module, reproduce_command):  # each binds the name at import
+        monkeypatch.setattr(module, "load_paper_numbers", fake)
     try:
         run = tmp_path / "r"
         argv = ["reproduce", "table-9.20", "--out", str(run), "--quiet", "--set", "k=1"]

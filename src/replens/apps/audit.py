@@ -47,19 +47,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from replens.apps.commands.explain import explain_options, falcon_config
+from replens.apps.commands.explain import parse_options as parse_explain_options
+from replens.apps.commands.qscore import parse_options as parse_qscore_options
+from replens.config import load_config, preset_path
+from replens.data import open_source
 from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
-from replens.explain import Explanations
-from replens.quality import QScoreReport
-from replens.runs import RunDir, atomic_write_json, atomic_write_text, open_run
+from replens.evaluate.factors import factor_encoding
+from replens.explain import Explanations, default_world_bank, explain, open_bank
+from replens.explain.outputs import group_image_stem, image_strip
+from replens.models import create_backbone, load_embeddings
+from replens.quality import QScoreReport, eps_for_dim, failure_prediction, score
+from replens.quality.compression import compression_series
+from replens.report import write_report
+from replens.runs import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, default_run_dir, open_run
+from replens.vl import load_vl_model
+from replens.vl.tiny import TinyClipTrainConfig, default_tiny_clip, tiny_clip_cache_path
+from replens.vl.zeroshot import world_attribute_accuracy, zero_shot_classify
+from replens.world import WorldConfig, cached_world
+from replens.world.vocab import SHAPES
 
 
 def _default_train() -> TrainConfig:
     # The world preset (presets/world.yaml: SimCLR on small_cnn, 20 epochs = 740 steps on the default world).
     # The DDM and FDA plug-ins are opt-in (--set train.plugins=[ddm,fda]): at this budget they cost about
     # 4 points of linear top-1 on world 2.0 (48.9 vs 52.9 %, scripts/validate_world_ssl.py notes).
-    from replens.config import load_config, preset_path
-
     # VICReg instead of the preset's SimCLR: 74.3 % vs 59.7 % linear top-1 at the same 740 steps on world 2.0
     # (random init 24.9 %; scripts/validate_world_ssl.py).
     # 18 of the preset's 20 epochs keep the whole audit under 10 minutes on 2 cores (20 epochs: 10 min 3 s).
@@ -154,8 +167,6 @@ def _specs(config: AuditConfig, progress: bool) -> tuple[str, str, str | None]:
     if config.world_dir:
         world = Path(config.world_dir)
     else:
-        from replens.world import WorldConfig, cached_world
-
         wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=list(config.domains), seed=config.seed,
                            spurious=config.spurious)
         world = cached_world(wcfg, config.cache_dir, progress)
@@ -163,8 +174,6 @@ def _specs(config: AuditConfig, progress: bool) -> tuple[str, str, str | None]:
 
 
 def _train_step(config: AuditConfig, train_spec: str, run: RunDir, progress: bool) -> dict[str, Any]:
-    from replens.data import open_source
-
     folder = run / "train"
     done = folder / "train_summary.json"
     if done.is_file() and (folder / "backbone.safetensors").is_file():
@@ -182,9 +191,6 @@ def _probe_step(
     name: str, weights: str | None, pretrained: bool, train_spec: str, test_spec: str, size: int,
     folder: Path, config: AuditConfig, progress: bool,
 ) -> dict[str, Any]:
-    from replens.data import open_source
-    from replens.models import create_backbone
-
     done = folder / "probe.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -199,18 +205,13 @@ def _probe_step(
 
 def _qscore_step(config: AuditConfig, run: RunDir, progress: bool) -> QScoreReport:
     """Q-Score of the trained encoder's embeddings (``qscore/``), or the report a finished run saved there."""
-    from replens.apps.commands.qscore import parse_options
-    from replens.quality import QScoreReport, score
-
     folder = run / "qscore"
     if (folder / "metrics.json").is_file():
         return QScoreReport.load(folder)
-    from replens.models import load_embeddings
-    from replens.quality import eps_for_dim
 
     train_emb, test_emb = run / "trained" / "embeddings-train", run / "trained" / "embeddings-test"
     eps = config.eps if config.eps is not None else eps_for_dim(int(load_embeddings(train_emb).features.shape[1]))
-    qconfig = parse_options([str(a) for a in config.qscore_args], eps=eps, labels=True, top_failures=0,
+    qconfig = parse_qscore_options([str(a) for a in config.qscore_args], eps=eps, labels=True, top_failures=0,
                             device=config.device, seed=config.seed)
     torch.manual_seed(config.seed)
     step_config = {"command": "qscore", "embeddings": str(train_emb), "test_embeddings": str(test_emb),
@@ -222,8 +223,6 @@ def _qscore_step(config: AuditConfig, run: RunDir, progress: bool) -> QScoreRepo
 
 
 def _tiny_clip_config(config: AuditConfig) -> Any:
-    from replens.vl.tiny import TinyClipTrainConfig
-
     # trained on the audit's own world config, so the two share one cached world. Object crops drawn more
     # often and a higher learning rate teach shapes within the encoder's training time: 700 steps name the
     # shape of 90 % of object crops and 65 % of whole images of world 2.0 (400 steps at the trainer's
@@ -236,8 +235,6 @@ def _tiny_clip_config(config: AuditConfig) -> Any:
 def _train_tiny_clip_child(cache_dir: str, vcfg: Any, device: str) -> None:
     # runs in a spawned process beside the SSL training, one thread each (see _start_vl_training)
     import logging
-
-    from replens.vl.tiny import default_tiny_clip
 
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
@@ -252,8 +249,6 @@ def _start_vl_training(config: AuditConfig) -> Any:
     FALCON step's VL model costs little extra wall time. Returns the process or None.
     """
     import multiprocessing
-
-    from replens.vl.tiny import tiny_clip_cache_path
 
     if not config.falcon or config.vl is not None or not config.parallel_vl or config.device != "cpu":
         return None
@@ -271,7 +266,6 @@ def _vl_name(config: AuditConfig, progress: bool, process: Any = None) -> str:
     """The VL model FALCON uses: ``config.vl``, else the cached tiny CLIP checkpoint (trained here if missing)."""
     if config.vl is not None:
         return config.vl
-    from replens.vl.tiny import default_tiny_clip, tiny_clip_cache_path
 
     vcfg = _tiny_clip_config(config)
     if process is not None:
@@ -290,16 +284,10 @@ def _explain_step(
     run: RunDir, progress: bool, vl_process: Any = None,
 ) -> Explanations:
     """FALCON on the test split with failures explained by a probe fitted on the train split (``explain/``)."""
-    from replens.apps.commands.explain import explain_options, falcon_config, parse_options
-    from replens.data import open_source
-    from replens.explain import Explanations, default_world_bank, explain, open_bank
-    from replens.models import create_backbone
-    from replens.vl import load_vl_model
-
     folder = run / "explain"
     if (folder / "metrics.json").is_file():
         return Explanations.load(folder)
-    options = parse_options(
+    options = parse_explain_options(
         [str(a) for a in config.explain_args], model=name, weights=weights, pretrained=config.pretrained,
         data=test_spec, image_size=size, failures=True, train_data=train_spec, max_failures=1_000_000,
         cache_dir=config.cache_dir, captions=config.captions, vl=_vl_name(config, progress, vl_process),
@@ -349,8 +337,6 @@ def _accuracy_section(probes: dict[str, dict[str, Any]], domains: list[str]) -> 
 
 def _qscore_section(report: QScoreReport) -> tuple[dict[str, Any], dict[str, float]]:
     """The report's Q-Score section and ``{test sample name -> Q-Score}``."""
-    from replens.quality import failure_prediction
-
     metrics = report.metrics
     test = report.split_rows("test")
     scores = np.array([float(report.samples["qscore"][k]) for k in test])
@@ -379,7 +365,6 @@ def _compression_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
     curve = metrics.get("compression")
     if not curve or not curve.get("points"):
         return None
-    from replens.quality.compression import compression_series
 
     return compression_series(curve, ("discriminative", "random", "pca"))
 
@@ -392,9 +377,6 @@ def _explain_sections(
     ``source`` is the test source FALCON explained (its rows are looked up by ``found.rows``); the group
     crops are the PNGs ``found.save`` wrote under ``folder/images``.
     """
-    from replens.explain.outputs import group_image_stem, image_strip
-    from replens.runs import atomic_write_bytes
-
     metrics = found.metrics
     assets = report_dir / "assets"
     failures: list[dict[str, Any]] = []
@@ -459,9 +441,6 @@ def _vl_accuracy(config: AuditConfig, vl_name: str, test_src: Any, run: RunDir) 
     FALCON captions Grad-CAM crops, so the crop accuracy bounds what its concepts can get right.
     Only for world data (the crops need the world's boxes). Chance is 10 % (10 shapes).
     """
-    from replens.vl import load_vl_model
-    from replens.vl.zeroshot import world_attribute_accuracy, zero_shot_classify
-
     if not hasattr(test_src, "records"):
         return None
     done = run / "vl_accuracy.json"
@@ -487,8 +466,6 @@ def _cue_section(found: Explanations, test_src: Any) -> dict[str, Any] | None:
     of the class they were mistaken for (by chance one in ten) and those whose concepts name the cue;
     this is that report in the audit's terms.
     """
-    from replens.world.vocab import SHAPES
-
     world_config = getattr(test_src, "config", None)
     strength = float(getattr(world_config, "spurious", 0.0) or 0.0)
     failures = found.metrics.get("failures") or {}
@@ -515,9 +492,6 @@ def _encoding_section(run: RunDir, test_src: Any, discriminative: np.ndarray | N
     the class (the render domain, say), that is where their results come from. Factors: the class, the render
     domain (more than one) and, on a world with a planted cue, the marker colour of each test image.
     """
-    from replens.evaluate.factors import factor_encoding
-    from replens.models import load_embeddings
-
     emb = load_embeddings(run / "trained" / "embeddings-test")
     factors: dict[str, np.ndarray] = {"class": np.asarray(emb.labels)}
     if len(np.unique(emb.domains)) > 1:
@@ -639,9 +613,6 @@ class _Timings:
 
 def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """Run the audit into ``run``; returns the summary written to ``summary.json``."""
-    from replens.data import open_source
-    from replens.report import write_report
-
     timings = _Timings(run)
     train_spec, test_spec, world = _specs(config, progress)
     size = config.image_size or config.train.image_size
@@ -899,8 +870,6 @@ def audit(config: AuditConfig | None = None, out: str | Path | None = None, *, o
     Returns:
         The :class:`AuditReport`.
     """
-    from replens.runs import default_run_dir
-
     config = config or AuditConfig()
     folder = Path(out) if out is not None else default_run_dir("audit")
     with open_run(folder, {"command": "audit", **asdict(config)}, overwrite=overwrite) as run:

@@ -9,7 +9,9 @@ import pytest
 import torch
 import yaml
 
+import replens.apps.commands.reproduce as reproduce_command
 import replens.apps.reproduce.registry as registry
+import replens.apps.reproduce.report as report_module
 from replens.apps.reproduce import (
     PAPER_TRAIN,
     SMALL_TRAIN,
@@ -197,7 +199,9 @@ def test_malformed_paper_yaml_is_named(tmp_path: Path, monkeypatch: pytest.Monke
 # ---------------------------------------------------------------- runner
 def _fake_paper(monkeypatch: pytest.MonkeyPatch, ids: dict[str, dict]) -> None:
     real = paper_module.load_paper_numbers
-    monkeypatch.setattr(paper_module, "load_paper_numbers", lambda id: ids[id] if id in ids else real(id))
+    fake = lambda id: ids[id] if id in ids else real(id)  # noqa: E731
+    for module in (paper_module, registry, report_module, reproduce_command):  # each binds the name at import
+        monkeypatch.setattr(module, "load_paper_numbers", fake)
 
 
 def test_run_recipe_writes_result_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch_recipe) -> None:
@@ -302,7 +306,7 @@ def test_report_run_missing_runs_and_records_failures(tmp_path: Path, monkeypatc
     entry = {"section": "9", "title": "t", "columns": ["acc"], "rows": [{"acc": 60.0}]}
     _fake_paper(monkeypatch, {"table-9.5": entry, "table-9.6": entry})
     mine = [registry.RECIPES.get("table-9.5"), registry.RECIPES.get("table-9.6")]
-    monkeypatch.setattr(registry, "list_recipes", lambda: mine)
+    monkeypatch.setattr(report_module, "list_recipes", lambda: mine)
     info = write_report(tmp_path / "runs", tmp_path / "R.md", run_missing=True, progress=False)
     assert info["ran"] == ["table-9.5"] and "no GPU here" in info["failed"]["table-9.6"]
     text = (tmp_path / "R.md").read_text()

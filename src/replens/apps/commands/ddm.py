@@ -15,6 +15,10 @@ import argparse
 from pathlib import Path
 
 from replens.apps.commands import add_common_options, open_run_from_args, positive_int
+from replens.data import open_source
+from replens.ddm.diagnostics import evaluate_encoder, format_domain_table
+from replens.ddm.plugin import default_prefix_dim
+from replens.models import create_backbone
 from replens.runs import atomic_write_text, safe_name
 
 
@@ -63,11 +67,6 @@ def _model_name(path: str, given: str | None) -> str:
 def cmd_ddm_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-
-    from replens.data import open_source
-    from replens.ddm.diagnostics import evaluate_encoder, format_domain_table
-    from replens.ddm.plugin import default_prefix_dim
-    from replens.models import create_backbone
 
     torch.manual_seed(args.seed)
     weights = _weights(args.weights)

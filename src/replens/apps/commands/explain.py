@@ -30,11 +30,22 @@ from replens.apps.commands import (
     parse_command_options,
     positive_int,
 )
+from replens.data import open_source
+from replens.explain import (
+    FalconConfig,
+    build_bank,
+    default_world_bank,
+    explain,
+    import_embedding_shards,
+    open_bank,
+    read_caption_file,
+    world_caption_texts,
+)
+from replens.models import create_backbone
+from replens.vl import load_vl_model
 
 
 def _vl(args: argparse.Namespace) -> Any:
-    from replens.vl import load_vl_model
-
     return load_vl_model(
         args.vl, weights=args.vl_weights, device=args.device, cache_dir=args.cache_dir, progress=not args.quiet
     )
@@ -42,8 +53,6 @@ def _vl(args: argparse.Namespace) -> Any:
 
 def falcon_config(args: argparse.Namespace) -> Any:
     """The :class:`~replens.explain.FalconConfig` of parsed ``replens explain`` options."""
-    from replens.explain import FalconConfig
-
     return FalconConfig(
         alpha_multiplier=args.alpha_std,
         min_samples=args.min_samples,
@@ -83,10 +92,6 @@ def parse_options(options: Sequence[str], **given: Any) -> argparse.Namespace:
 def cmd_explain(args: argparse.Namespace) -> int:
     import torch
 
-    from replens.data import open_source
-    from replens.explain import default_world_bank, explain, open_bank
-    from replens.models import create_backbone
-
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     source = open_source(args.data, image_size=args.image_size)
@@ -123,8 +128,6 @@ def _print_summary(found: Any, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- captions
 def cmd_captions_build(args: argparse.Namespace) -> int:
-    from replens.explain import build_bank, read_caption_file, world_caption_texts
-
     if bool(args.source) == bool(args.world):
         raise ValueError("pass exactly one of --from FILE or --world")
     run = open_run_from_args(args, "captions build", folder_name="captions")
@@ -155,8 +158,6 @@ def cmd_captions_build(args: argparse.Namespace) -> int:
 
 
 def cmd_captions_import(args: argparse.Namespace) -> int:
-    from replens.explain import import_embedding_shards
-
     files = sorted(p for pattern in args.embeddings for p in glob.glob(pattern)) or list(args.embeddings)
     captions: Any = args.captions[0] if len(args.captions) == 1 else args.captions
     run = open_run_from_args(args, "captions import", folder_name="captions")
@@ -167,8 +168,6 @@ def cmd_captions_import(args: argparse.Namespace) -> int:
 
 
 def cmd_captions_index(args: argparse.Namespace) -> int:
-    from replens.explain import open_bank
-
     bank = open_bank(args.bank)
     entry = bank.build_faiss_index(args.kind, nprobe=args.nprobe, candidates=args.candidates)
     print(

@@ -19,12 +19,11 @@ import argparse
 from pathlib import Path
 
 from replens.apps.commands import add_common_options, args_as_config, positive_int
+from replens.augment.fourier_preview import fda_preview, load_preview_images
 from replens.runs import RunFolderError, default_run_dir, open_run
 
 
 def cmd_fda_preview(args: argparse.Namespace) -> int:
-    from replens.augment.fourier_preview import fda_preview, load_preview_images
-
     images = load_preview_images(args.source, args.images, args.size)
     out = Path(args.out) if args.out is not None else default_run_dir("fda-preview")
     # --out FILE.png writes that file and nothing else; a folder is a run folder with grid.png in it

@@ -34,6 +34,10 @@ from replens.apps.commands import (
     parse_command_options,
     positive_int,
 )
+from replens.data import open_source
+from replens.models import EmbeddingsError, create_backbone, load_embeddings
+from replens.quality import QScoreConfig, score
+from replens.quality.pipeline import check_inputs
 
 
 def add_parser(sub: Any) -> None:
@@ -95,8 +99,6 @@ def _band(text: str) -> tuple[float, float]:
 
 def qscore_config(args: argparse.Namespace) -> Any:
     """The :class:`~replens.quality.QScoreConfig` of parsed ``replens qscore`` options."""
-    from replens.quality import QScoreConfig
-
     return QScoreConfig(
         eps=args.eps, band=_band(args.band), features=args.features, labels=args.labels, holdout=args.holdout,
         probe_samples=args.probe_samples, weight_decay=args.weight_decay, compression=not args.no_compression,
@@ -119,8 +121,6 @@ def parse_options(options: Sequence[str], **given: Any) -> Any:
 
 
 def cmd_qscore(args: argparse.Namespace) -> int:
-    from replens.models import EmbeddingsError
-
     try:
         return _run(args)
     except EmbeddingsError as exc:
@@ -130,9 +130,6 @@ def cmd_qscore(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
-
-    from replens.quality import score
-    from replens.quality.pipeline import check_inputs
 
     torch.manual_seed(args.seed)
     if args.threads:
@@ -144,18 +141,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--test-embeddings needs --embeddings")
     backbone = None
     if args.model and (args.saliency or args.embeddings is None):
-        from replens.models import create_backbone
-
         backbone = create_backbone(args.model, weights=args.weights, pretrained=args.pretrained).eval()
         backbone.require_layers([args.layer, args.cam_layer])
     if args.embeddings is None:
-        from replens.data import open_source
-
         data: Any = open_source(args.data, image_size=args.image_size)
         test: Any = open_source(args.test_data, image_size=args.image_size) if args.test_data else None
     else:
-        from replens.models import load_embeddings
-
         for folder in (args.embeddings, args.test_embeddings):
             if folder is not None:
                 load_embeddings(folder)  # complete and readable, before the run folder is touched

@@ -20,13 +20,16 @@ import argparse
 from pathlib import Path
 
 from replens.apps.commands import add_common_options
+from replens.apps.reproduce import RecipeContext, get_recipe, list_recipes, run_recipe
+from replens.apps.reproduce.paper import load_paper_numbers
+from replens.apps.reproduce.report import recipe_markdown, write_report
+from replens.config import ConfigError
+from replens.runs import default_run_dir, open_run
 
 ACTIONS = ("list", "run", "report")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from replens.config import ConfigError
-
     action, target = args.action, args.target
     if action not in ACTIONS:  # ``replens reproduce ID``
         if target is not None:
@@ -42,8 +45,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from replens.apps.reproduce import list_recipes
-
     recipes = list_recipes()
     width = max((len(r.id) for r in recipes), default=0)
     for r in recipes:
@@ -56,8 +57,6 @@ def _list() -> int:
 def _options(items: list[str]) -> dict[str, object]:
     import yaml
 
-    from replens.config import ConfigError
-
     out: dict[str, object] = {}
     for item in items:
         key, eq, value = item.partition("=")
@@ -68,11 +67,6 @@ def _options(items: list[str]) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace, target: str) -> int:
-    from replens.apps.reproduce import RecipeContext, get_recipe, run_recipe
-    from replens.apps.reproduce.paper import load_paper_numbers
-    from replens.apps.reproduce.report import recipe_markdown
-    from replens.runs import default_run_dir, open_run
-
     rec = get_recipe(target)
     load_paper_numbers(rec.id)  # fail before running when the paper's numbers are missing
     out = args.out if args.out is not None else default_run_dir(rec.id, args.run_root)
@@ -91,8 +85,6 @@ def _run(args: argparse.Namespace, target: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from replens.apps.reproduce.report import write_report
-
     out = args.out if args.out is not None else Path("REPRODUCTION.md")
     info = write_report(args.run_root, out, run_missing=args.run_missing, seed=args.seed, device=args.device,
                         progress=not args.quiet)

@@ -17,11 +17,37 @@ from pathlib import Path
 from typing import Any
 
 from replens.apps.commands import add_common_options, non_negative_int, open_run_from_args, positive_int
+from replens.evaluate.compositional import (
+    evaluate_choice_items,
+    evaluate_winoground_items,
+    load_aro_order,
+    load_aro_vg,
+    load_sugarcrepe,
+    load_winoground,
+)
+from replens.tokens import (
+    ExtractConfig,
+    PairData,
+    TokenDataset,
+    TokenTrainConfig,
+    compositional_metrics,
+    extract_tokens,
+    image_embedder,
+    load_token_model,
+    maskrcnn_tokenizer_from_cache,
+    retrieval_metrics,
+    text_embedder,
+    tokenizer_from_cache,
+    train_token_model,
+    world_compositional_sets,
+)
+from replens.tokens.encoder import PRESETS
+from replens.tokens.model import ENCODERS
+from replens.tokens.pipeline import EXTRACTORS
+from replens.vl import load_vl_model
 
 
 def cmd_tokens_extract(args: argparse.Namespace) -> int:
-    from replens.tokens import ExtractConfig, TokenDataset, extract_tokens
-
     config = ExtractConfig(
         extractor=args.extractor,
         data=args.data,
@@ -65,9 +91,6 @@ def cmd_tokens_extract(args: argparse.Namespace) -> int:
 
 def cmd_tokens_train(args: argparse.Namespace) -> int:
     import torch
-
-    from replens.tokens import PairData, TokenDataset, TokenTrainConfig, train_token_model
-    from replens.vl import load_vl_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,16 +137,6 @@ def cmd_tokens_train(args: argparse.Namespace) -> int:
 
 
 def _real_benchmarks(args: argparse.Namespace, model: Any, meta: dict[str, Any], vl: Any) -> dict[str, Any]:
-    from replens.evaluate.compositional import (
-        evaluate_choice_items,
-        evaluate_winoground_items,
-        load_aro_order,
-        load_aro_vg,
-        load_sugarcrepe,
-        load_winoground,
-    )
-    from replens.tokens import image_embedder, maskrcnn_tokenizer_from_cache, text_embedder
-
     wanted = [args.aro_relation, args.aro_attribution, args.aro_order, args.winoground, args.sugarcrepe]
     if not any(wanted):
         return {}
@@ -159,16 +172,6 @@ def _real_benchmarks(args: argparse.Namespace, model: Any, meta: dict[str, Any],
 
 def cmd_tokens_eval(args: argparse.Namespace) -> int:
     import torch
-
-    from replens.tokens import (
-        PairData,
-        TokenDataset,
-        compositional_metrics,
-        load_token_model,
-        retrieval_metrics,
-        tokenizer_from_cache,
-        world_compositional_sets,
-    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -217,8 +220,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_extract(actions: argparse._SubParsersAction) -> None:
-    from replens.tokens.pipeline import EXTRACTORS
-
     e = actions.add_parser("extract", help="extract visual tokens into a cache folder (--out)")
     e.add_argument("--extractor", choices=sorted(EXTRACTORS), default="world",
                    help="; ".join(f"{k}: {v}" for k, v in EXTRACTORS.items()))
@@ -244,9 +245,6 @@ def _add_extract(actions: argparse._SubParsersAction) -> None:
 
 
 def _add_train(actions: argparse._SubParsersAction) -> None:
-    from replens.tokens.encoder import PRESETS
-    from replens.tokens.model import ENCODERS
-
     t = actions.add_parser("train", help="train an image side and the text tower with the CLIP loss")
     t.add_argument("--tokens", required=True, help="training token cache (also names the images)")
     t.add_argument("--val-tokens", default=None, help="held-out token cache for retrieval during training")

@@ -15,12 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from replens.apps.commands import add_common_options, args_as_config, open_run_from_args, positive_int
+from replens.data import open_source
+from replens.vl import (
+    TinyClipConfig,
+    TinyClipTrainConfig,
+    default_world,
+    load_vl_model,
+    train_tiny_clip,
+    world_attribute_accuracy,
+    zero_shot_classify,
+)
 
 
 def _zero_shot(vl: Any, data: str, quiet: bool) -> dict[str, Any]:
-    from replens.data import open_source
-    from replens.vl import world_attribute_accuracy, zero_shot_classify
-
     source = open_source(data)
     result = zero_shot_classify(vl, source, progress=not quiet)
     result.pop("predictions")
@@ -31,8 +38,6 @@ def _zero_shot(vl: Any, data: str, quiet: bool) -> dict[str, Any]:
 
 def cmd_vl_train(args: argparse.Namespace) -> int:
     import torch
-
-    from replens.vl import TinyClipConfig, TinyClipTrainConfig, default_world, train_tiny_clip
 
     torch.manual_seed(args.seed)
     model_cfg = TinyClipConfig(image_size=args.image_size) if args.image_size else TinyClipConfig()
@@ -61,8 +66,6 @@ def cmd_vl_train(args: argparse.Namespace) -> int:
 
 
 def cmd_vl_zeroshot(args: argparse.Namespace) -> int:
-    from replens.vl import load_vl_model
-
     run = open_run_from_args(args, "vl zeroshot")
     vl = load_vl_model(
         args.vl, weights=args.vl_weights, device=args.device, cache_dir=args.cache_dir, progress=not args.quiet

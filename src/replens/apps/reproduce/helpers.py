@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from replens import plotting
 from replens.apps.reproduce.registry import RecipeContext
+from replens.data.compose import SubsetSource, limit_source
+from replens.ddm import default_prefix_dim
+from replens.ddm.diagnostics import evaluate_encoder, stratified_split
+from replens.models import create_backbone
+from replens.ssl import METHODS
 
 
 class _DisplayNames(Mapping[str, str]):
@@ -25,21 +31,15 @@ class _DisplayNames(Mapping[str, str]):
     """
 
     def __getitem__(self, method: str) -> str:
-        from replens.ssl import METHODS
-
         entry = METHODS.find(method)
         if entry is None:
             raise KeyError(method)
         return entry.display_name
 
     def __iter__(self) -> Iterator[str]:
-        from replens.ssl import METHODS
-
         return iter(METHODS.names())
 
     def __len__(self) -> int:
-        from replens.ssl import METHODS
-
         return len(METHODS)
 
 
@@ -141,8 +141,6 @@ def multi_domain_data(ctx: RecipeContext, train_domains: Sequence[str], unseen_d
         unseen = ctx.source(spec=with_options(base, domains=",".join(unseen_names))) if unseen_names else None
         cap = real_limit(ctx)
         if cap:
-            from replens.data.compose import limit_source
-
             train = limit_source(train, cap, seed=ctx.data_seed)
             unseen = limit_source(unseen, cap // 2, seed=ctx.data_seed + 1) if unseen is not None else None
         return DomainData(train, None, unseen, None,
@@ -160,9 +158,6 @@ def labelled_splits(ctx: RecipeContext, *, train_limit: int | None = None, test_
     ``ctx.data_seed``, so every run of a recipe sees the same images), and real
     data is further capped by :func:`real_limit`.
     """
-    from replens.data.compose import SubsetSource, limit_source
-    from replens.ddm.diagnostics import stratified_split
-
     if ctx.data is None:
         train, test = ctx.source("train", **world_overrides), ctx.source("test", **world_overrides)
     elif data_kind(ctx) == "pacs":
@@ -196,8 +191,6 @@ def random_init_backbone(ctx: RecipeContext, **train_overrides: Any) -> Any:
     ``train_overrides``), initialised with ``ctx.seed``: the random-init control of accuracy tables."""
     import torch
 
-    from replens.models import create_backbone
-
     cfg = ctx.train_config(**train_overrides)
     torch.manual_seed(ctx.seed)
     return create_backbone(cfg.backbone, **cfg.backbone_args).eval()
@@ -211,16 +204,12 @@ def random_init_top1(ctx: RecipeContext, train: Any, test: Any, **train_override
 
 def prefix_dim_of(backbone: Any) -> int:
     """k of the DDM prefix for this encoder (``replens.ddm.default_prefix_dim``)."""
-    from replens.ddm import default_prefix_dim
-
     return int(default_prefix_dim(int(backbone.feature_dim)))
 
 
 def evaluate_domains(ctx: RecipeContext, backbone: Any, data: DomainData, name: str, *, prefix_dim: int | None = None,
                      protocol: str = "per_domain", plots: bool = False, title: str = "") -> dict[str, Any]:
     """Chapter 2's per-domain linear probes of one encoder (``replens.ddm.diagnostics.evaluate_encoder``)."""
-    from replens.ddm.diagnostics import evaluate_encoder
-
     return evaluate_encoder(
         backbone, data.train, ctx.out / name, prefix_dim=prefix_dim or prefix_dim_of(backbone),
         test_source=data.test, unseen_source=data.unseen, unseen_test_source=data.unseen_test, protocol=protocol,
@@ -246,8 +235,6 @@ def column_name(domain: str, unseen: bool) -> str:
 
 def save_figure(fig: Any, path: Path) -> str:
     """Write a matplotlib figure atomically as PNG and close it; returns the path's name."""
-    from replens import plotting
-
     return plotting.save_figure(fig, path, tight=False, dpi=110).name
 
 

@@ -44,8 +44,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from replens.apps.reproduce.paper import load_paper_numbers
 from replens.apps.reproduce.verdict import Claim, aggregate_rows, judge
+from replens.config import ConfigError, from_dict
+from replens.data import open_source
+from replens.engine.probing import probe_backbone
+from replens.engine.train import TrainConfig, train
 from replens.registry import Registry
+from replens.runs import atomic_write_json, atomic_write_text
+from replens.world import GENERATOR_VERSION, WorldConfig, generate_world
 
 #: TrainConfig fields of the small budget (CPU, the embedded world, minutes).
 SMALL_TRAIN: dict[str, Any] = {
@@ -286,8 +293,6 @@ class RecipeContext:
     # ------------------------------------------------------------ data
     def world_config(self, **overrides: Any) -> Any:
         """The WorldConfig of :meth:`world` (budget default, then ``overrides``, then ``world_overrides``)."""
-        from replens.world import WorldConfig
-
         base = dict(self.pick(SMALL_WORLD, PAPER_WORLD))
         return WorldConfig(**{**base, "seed": self.data_seed, **overrides, **self.world_overrides})
 
@@ -297,8 +302,6 @@ class RecipeContext:
         Args:
             **overrides: WorldConfig fields, e.g. ``domains=("photo", "sketch")`` or ``spurious=0.9``.
         """
-        from replens.world import GENERATOR_VERSION, generate_world
-
         wcfg = self.world_config(**overrides)
         keyed = {**asdict(wcfg), "generator_version": GENERATOR_VERSION}
         key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -318,8 +321,6 @@ class RecipeContext:
 
         Sources without splits (PACS, a folder) ignore ``split``.
         """
-        from replens.data import open_source
-
         chosen = spec if spec is not None else self.data
         if chosen is None:
             return open_source(f"world:{self.world(**world_overrides)}", split=split, image_size=self.image_size)
@@ -329,8 +330,6 @@ class RecipeContext:
     def data_label(self) -> str:
         """The data in words for the protocol: ``world(n=3000, size=32, ..., generator 1.2.0)`` or the spec."""
         if self.data is None:
-            from replens.world import GENERATOR_VERSION
-
             w = self.world_config()
             return f"world(n={w.n}, size={w.size}, domains={','.join(w.domains)}, generator {GENERATOR_VERSION})"
         return self.data
@@ -342,9 +341,6 @@ class RecipeContext:
         Raises:
             replens.config.ConfigError: An unknown field or a value that does not convert.
         """
-        from replens.config import ConfigError, from_dict
-        from replens.engine.train import TrainConfig
-
         known = {f.name for f in fields(TrainConfig)}
         merged = {**self.pick(SMALL_TRAIN, PAPER_TRAIN), **train_overrides, **self.train_overrides, "seed": self.seed}
         if self.budget == "small" and "image_size" not in train_overrides and "image_size" not in self.train_overrides:
@@ -366,8 +362,6 @@ class RecipeContext:
         Returns:
             The engine's summary, with ``"backbone"`` (the trained encoder, in eval mode).
         """
-        from replens.engine.train import train
-
         cfg = self.train_config(**train_overrides)
         src = source if source is not None else self.source("train")
         t0 = time.perf_counter()
@@ -383,8 +377,6 @@ class RecipeContext:
 
     def probe(self, backbone: Any, train_source: Any, test_source: Any, name: str) -> dict[str, Any]:
         """The library's fixed linear + kNN probe (``replens.engine.probing.probe_backbone``) into ``out/name``."""
-        from replens.engine.probing import probe_backbone
-
         return probe_backbone(backbone.eval(), train_source, test_source, self.out / name, self.device, self.progress)
 
 
@@ -467,9 +459,8 @@ def run_recipe(id: str, ctx: RecipeContext) -> dict[str, Any]:
     Raises:
         KeyError: Unknown id, or no paper numbers for it (checked before running).
     """
-    from replens.apps.reproduce.paper import load_paper_numbers
+    # lazy: replens.apps.reproduce.report imports this module at module level (an import cycle)
     from replens.apps.reproduce.report import recipe_markdown
-    from replens.runs import atomic_write_json, atomic_write_text
 
     rec = get_recipe(id)
     paper_numbers = load_paper_numbers(rec.id)

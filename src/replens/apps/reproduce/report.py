@@ -26,8 +26,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from replens.apps.reproduce.disclosures import NO_RECIPE, disclosure
+from replens.apps.reproduce.paper import load_paper_numbers
+from replens.apps.reproduce.registry import RecipeContext, list_recipes, no_result_reason, run_recipe
 from replens.apps.reproduce.verdict import NO_RESULT, VERDICTS, format_mean_std
-from replens.runs import atomic_write_bytes, atomic_write_text
+from replens.runs import atomic_write_bytes, atomic_write_text, default_run_dir
 
 #: Verdict of a result whose recipe states no directional claim (a figure that shows what the paper shows).
 NO_CLAIM = "no claim tested"
@@ -80,8 +83,6 @@ def status_of(result: dict[str, Any]) -> tuple[str, str]:
     Results of earlier versions carry no status: they count as no result when
     they have no rows or every number is NaN.
     """
-    from replens.apps.reproduce.registry import no_result_reason
-
     if result.get("status"):
         return str(result["status"]), str(result.get("no_result") or "")
     why = no_result_reason(result.get("rows") or [])
@@ -176,8 +177,6 @@ def recipe_markdown(
         figure_copies: Copy each figure into ``figure_copies/<id>-<data kind>/`` and link the copy,
             so the Markdown keeps its images when the run folders are not shipped with it.
     """
-    from replens.apps.reproduce.disclosures import disclosure
-
     paper = paper_numbers(result)
     seeds = result.get("seeds") or []
     over = f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 and result.get("rows_std") else ""
@@ -289,8 +288,6 @@ def write_report(
     Returns:
         ``{"recipes": n, "with_result": [...], "not_run": [...], "ran": [...], "failed": {...}, "path": out}``.
     """
-    from replens.apps.reproduce.registry import list_recipes
-
     run_root, out = Path(run_root), Path(out)
     recipes = list_recipes()
     found = latest_results(run_root)
@@ -327,9 +324,6 @@ def _run_missing(recipes: list[Any], run_root: Path, *, seed: int, device: str,
 
     Returns ``(ids run, {id: "ErrorType: message"} of those that failed)``.
     """
-    from replens.apps.reproduce.registry import RecipeContext, run_recipe
-    from replens.runs import default_run_dir
-
     ran, failed = [], {}
     for rec in tqdm(recipes, desc="reproduce", disable=not progress):
         folder = default_run_dir(rec.id, run_root)
@@ -384,8 +378,6 @@ def _top_table_line(rec: Any, have: dict[str, dict[str, Any]], headline: tuple[d
 
 def _not_run_section(rec: Any, failure: str | None) -> list[str]:
     """The section of a recipe without a result: the paper's numbers and how to run it (and why it failed)."""
-    from replens.apps.reproduce.paper import load_paper_numbers
-
     lines = [f"## {rec.id}: {rec.title} (paper section {rec.section})", ""]
     try:
         paper_entry = load_paper_numbers(rec.id)
@@ -420,8 +412,6 @@ def _headline(have: dict[str, dict[str, Any]], order: list[str]) -> tuple[dict[s
 
 def no_recipe_markdown() -> str:
     """The paper's tables and figures without a recipe, and why (``replens.apps.reproduce.disclosures.NO_RECIPE``)."""
-    from replens.apps.reproduce.disclosures import NO_RECIPE
-
     lines = ["Tables and figures of the paper without a recipe:", ""]
     lines += [f"- {item}: {why}" for item, why in NO_RECIPE.items()]
     return "\n".join(lines)

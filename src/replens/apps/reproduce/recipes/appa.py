@@ -41,6 +41,24 @@ from replens.apps.reproduce.recipes.ch3 import (
 )
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.apps.reproduce.verdict import Claim, between, cell, mean_cell
+from replens.explain.gradcam import group_cams, last_stage_blocks
+from replens.quality.analysis import (
+    ProjectedRepresentation,
+    class_activation_share,
+    highly_activating_matrix,
+    normalized,
+    representation_sparsity,
+)
+from replens.quality.plots import (
+    cam_overlay,
+    plot_cam_grid,
+    plot_class_heatmaps,
+    plot_grouped_bars,
+    plot_pr,
+    plot_representation_overview,
+    plot_roc,
+)
+from replens.quality.saliency import discriminative_cams, heat_iou
 
 #: Table A.1's world when no --data is given: other render domains and data seed than Table 3.1's world.
 TABLE_A1_WORLD: dict[str, Any] = {"domains": ("photo", "tint_red", "tint_green"), "data_seed_offset": 100}
@@ -78,9 +96,6 @@ def _mean(values: Any) -> float:
         no_claim="a heatmap and value distributions of representations; no two settings compared")
 def fig_a_1(ctx: RecipeContext) -> RecipeResult:
     """Figure A.1: a heatmap of SimCLR representations and the distribution of feature values per model."""
-    from replens.quality.analysis import representation_sparsity
-    from replens.quality.plots import plot_representation_overview
-
     methods = methods_of(ctx, ("simclr", "dino", "swav", "moco", "vicreg", "barlow_twins"))
     feats, rows = {}, []
     for method in methods:
@@ -162,8 +177,6 @@ def table_a_2(ctx: RecipeContext) -> RecipeResult:
 
 # --------------------------------------------------------------------------- Figure A.2
 def _top_rows(qa: Any, feature: int, k: int) -> np.ndarray:
-    from replens.quality.analysis import normalized
-
     h = normalized(qa.test_features())[:, feature]
     return np.argsort(-h, kind="stable")[:k]
 
@@ -174,10 +187,6 @@ def _top_rows(qa: Any, feature: int, k: int) -> np.ndarray:
 def fig_a_2(ctx: RecipeContext) -> RecipeResult:
     """Figure A.2: Grad-CAM of the same discriminative features on seen and unseen images, and their overlap with
     the main object (heat IoU with the core mask)."""
-    from replens.explain.gradcam import group_cams
-    from replens.quality.analysis import class_activation_share
-    from replens.quality.plots import cam_overlay, plot_cam_grid
-
     enc = baseline(ctx, "simclr")
     qa = assess(ctx, enc)
     share = class_activation_share(qa.train_chunks.rows(qa.fit_rows), qa.train_chunks.labels[qa.fit_rows],
@@ -217,8 +226,6 @@ def fig_a_2(ctx: RecipeContext) -> RecipeResult:
                     pairs=DISC_ACTIVATION_PAIRS, quantity=DISC_ACTIVATION))
 def fig_a_3(ctx: RecipeContext) -> RecipeResult:
     """Figure A.3: Figure 3.3 on an unseen world (the paper uses Flowers)."""
-    from replens.quality.plots import plot_class_heatmaps
-
     name = "single-object photo"
     base = baseline(ctx, "simclr")
     panels, rows, (feats, classes) = heatmap_panels(ctx, {"baseline": base, "Q-Score": finetune(ctx, base, "qscore")},
@@ -238,10 +245,6 @@ def fig_a_3(ctx: RecipeContext) -> RecipeResult:
 def fig_a_4(ctx: RecipeContext) -> RecipeResult:
     """Figure A.4: feature groups (each sample's ``L_i & D``, as Algorithm 1 groups features) shared by many
     samples, how class-specific they are and their Grad-CAM heatmaps."""
-    from replens.explain.gradcam import group_cams
-    from replens.quality.analysis import highly_activating_matrix
-    from replens.quality.plots import cam_overlay, plot_cam_grid
-
     enc = baseline(ctx, "simclr")
     qa = assess(ctx, enc)
     x = qa.train_chunks.rows(qa.fit_rows)
@@ -312,11 +315,6 @@ def fig_a_6(ctx: RecipeContext) -> RecipeResult:
     component; rows give their correlation and overlap."""
     from sklearn.decomposition import PCA
 
-    from replens.explain.gradcam import group_cams, last_stage_blocks
-    from replens.quality.analysis import ProjectedRepresentation, normalized
-    from replens.quality.plots import cam_overlay, plot_cam_grid
-    from replens.quality.saliency import discriminative_cams, heat_iou
-
     enc = baseline(ctx, "simclr")
     qa = assess(ctx, enc)
     fit = normalized(qa.train_chunks.rows(qa.fit_rows))
@@ -362,8 +360,6 @@ def fig_a_8(ctx: RecipeContext) -> RecipeResult:
     smallest value, a rule fixed before looking at the paper's answer (the weakest regulariser that is
     as good). Each row reports both the validation and the test top-1.
     """
-    from replens.quality.plots import plot_grouped_bars
-
     base = baseline(ctx, "simclr")
     grid1 = ctx.pick((0.0, 1e-4, 1e-2), (0.0, 1e-5, 1e-4, 1e-3, 1e-2))
     grid2 = ctx.pick((1e-4, 1e-2), (1e-5, 1e-4, 1e-3, 1e-2))
@@ -411,8 +407,6 @@ def fig_a_8(ctx: RecipeContext) -> RecipeResult:
                     quantity="AUROC %"))
 def fig_a_9(ctx: RecipeContext) -> RecipeResult:
     """Figure A.9: ROC and PR of the Q-Score on a supervised encoder, its l2-robust version and SimCLR."""
-    from replens.quality.plots import plot_pr, plot_roc
-
     encoders: dict[str, Encoder] = {"Supervised": supervised(ctx), "Robust (l2 PGD)": supervised(ctx, robust=True),
                                     "SimCLR": baseline(ctx, "simclr")}
     reports, rows = {}, []
@@ -441,8 +435,6 @@ def fig_a_9(ctx: RecipeContext) -> RecipeResult:
                     quantity="mean |L_i|"))
 def fig_a_10(ctx: RecipeContext) -> RecipeResult:
     """Figure A.10: mean number of highly activating features and mean probe confidence, baseline vs Q-Score."""
-    from replens.quality.plots import plot_grouped_bars
-
     methods = methods_of(ctx)
     rows = []
     for method in methods:
@@ -473,10 +465,6 @@ def class_heatmaps(ctx: RecipeContext, rank: int, paper_class: str) -> RecipeRes
     largest mean activation on the class's correct samples, the lowly
     activating feature the one with the smallest non-zero mean activation.
     """
-    from replens.explain.gradcam import group_cams
-    from replens.quality.analysis import normalized
-    from replens.quality.plots import cam_overlay, plot_cam_grid
-
     enc = baseline(ctx, "simclr")
     qa = assess(ctx, enc)
     names = class_names(ctx)

@@ -12,9 +12,24 @@ from typing import Any
 
 import numpy as np
 
-from replens.apps.reproduce.recipes.ch3 import Encoder, baseline, display, supervised
+from replens.apps.reproduce.recipes.appa import TRANSFER_WORLDS, transfer_spec
+from replens.apps.reproduce.recipes.ch3 import WORLD, Encoder, baseline, display, supervised
 from replens.apps.reproduce.recipes.ch4 import explain, falcon_settings, judged_words
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
+from replens.explain import compute_representations, ground_truth_terms, normalize_rows, source_concepts
+from replens.explain.layers import LayerRepresentation
+from replens.explain.stats import (
+    concept_statistics,
+    group_size_distribution,
+    highly_activating_feature_share,
+    plot_group_sizes,
+    plot_shared_concepts,
+    shared_concepts,
+    unshared_concepts,
+)
+from replens.explain.transfer import carry_rate
+from replens.quality.plots import plot_cam_grid, plot_grouped_bars
+from replens.world.vocab import COLOURS, MARKERS, SHAPES, TEXTURES
 
 #: Models of Table B.1 (ResNet-50 in the paper) and the subset run at the small budget.
 PAPER_MODELS: tuple[str, ...] = ("simsiam", "simclr", "moco", "swav", "byol", "supervised")
@@ -41,8 +56,6 @@ def _round(x: float, digits: int = 2) -> float:
 
 # --------------------------------------------------------------------------- Table B.1 and Figure B.1
 def _statistics(ctx: RecipeContext) -> dict[str, dict[str, Any]]:
-    from replens.explain.stats import concept_statistics
-
     return {name: concept_statistics(explain(ctx, model_encoder(ctx, name), mode="groups").result.groups)
             for name in models_of(ctx)}
 
@@ -66,8 +79,6 @@ def table_b_1(ctx: RecipeContext) -> RecipeResult:
         no_claim="counts of concepts shared by pairs of models; no two settings compared in a direction")
 def fig_b_1(ctx: RecipeContext) -> RecipeResult:
     """Figure B.1: the number of concepts each pair of models shares (and each model's unshared concepts)."""
-    from replens.explain.stats import plot_shared_concepts, shared_concepts, unshared_concepts
-
     stats = _statistics(ctx)
     concepts = {_label(n): s["concepts"] for n, s in stats.items()}
     names, matrix = shared_concepts(concepts)
@@ -92,10 +103,6 @@ def fig_b_1(ctx: RecipeContext) -> RecipeResult:
         no_claim="a percentage per model describing its representation space; no direction between models claimed")
 def table_b_3(ctx: RecipeContext) -> RecipeResult:
     """Table B.3: share of features with ``|T_i| > 10`` at ``alpha = mean(H) + 16 std(H)`` (appendix B.3)."""
-    from replens.apps.reproduce.recipes.ch3 import WORLD
-    from replens.explain import compute_representations
-    from replens.explain.stats import highly_activating_feature_share
-
     models = list(ctx.pick(("supervised", "simclr", "moco", "byol"),
                            ("supervised", "simclr", "moco", "dino", "byol", "simsiam", "swav")))
     source = ctx.source("test", **WORLD)
@@ -116,8 +123,6 @@ def table_b_3(ctx: RecipeContext) -> RecipeResult:
         no_claim="distributions of group sizes per model; no two settings compared in a direction")
 def fig_b_2(ctx: RecipeContext) -> RecipeResult:
     """Figure B.2: feature groups (Algorithm 1) per size, and how many of them are interpretable."""
-    from replens.explain.stats import group_size_distribution, plot_group_sizes
-
     dists, rows = {}, []
     for name in models_of(ctx):
         ex = explain(ctx, model_encoder(ctx, name), mode="groups")
@@ -140,8 +145,6 @@ def fig_b_2(ctx: RecipeContext) -> RecipeResult:
 def fig_b_3(ctx: RecipeContext) -> RecipeResult:
     """Figure B.3: single features with enough highly activating images whose images share the least (lowest
     mean CLIP similarity)."""
-    from replens.quality.plots import plot_cam_grid
-
     ex = explain(ctx, baseline(ctx, "simclr"), mode="features")
     ranked = sorted((g for g in ex.result.groups if g.avg_similarity == g.avg_similarity),
                     key=lambda g: (g.avg_similarity, g.name))[:4]
@@ -170,8 +173,6 @@ def fig_b_4(ctx: RecipeContext) -> RecipeResult:
     """Figure B.4: relevant vs irrelevant top-6 concepts (by the world's truth) and their mean Word Score."""
     from collections import Counter
 
-    from replens.quality.plots import plot_grouped_bars
-
     ex, judged = _judged(ctx)
     scores: dict[bool, list[float]] = {True: [], False: []}
     words: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
@@ -195,8 +196,6 @@ def fig_b_4(ctx: RecipeContext) -> RecipeResult:
 def fig_b_6(ctx: RecipeContext) -> RecipeResult:
     """Figure B.6: share of relevant concepts among each explained group's top 6 (the paper averages worker
     agreement per feature)."""
-    from replens.quality.plots import plot_grouped_bars
-
     ex, judged = _judged(ctx)
     rows = [{"group": g.name, "concepts": len(v), "relevant_pct": _round(100 * np.mean(v))} for g, v in judged if v]
     rows.sort(key=lambda r: (-r["relevant_pct"], r["group"]))
@@ -215,11 +214,6 @@ def fig_b_6(ctx: RecipeContext) -> RecipeResult:
 def fig_b_7(ctx: RecipeContext) -> RecipeResult:
     """Figure B.7: concepts of features explained on the probe set, checked on the features' highly activating
     images of an unseen world (the paper uses STL-10) with the world's truth."""
-    from replens.apps.reproduce.recipes.appa import TRANSFER_WORLDS, transfer_spec
-    from replens.explain import compute_representations, ground_truth_terms, normalize_rows, source_concepts
-    from replens.explain.transfer import carry_rate
-    from replens.quality.plots import plot_cam_grid
-
     enc = baseline(ctx, "simclr")
     ex = explain(ctx, enc, mode="features")
     name = "single-object photo"
@@ -264,10 +258,6 @@ def fig_b_8(ctx: RecipeContext) -> RecipeResult:
     the last layer), the concepts of a few features, and the share of concept
     words that are primitive (colours, textures, patterns) rather than shapes.
     """
-    from replens.explain.layers import LayerRepresentation
-    from replens.quality.plots import plot_grouped_bars
-    from replens.world.vocab import COLOURS, MARKERS, SHAPES, TEXTURES
-
     primitive = {w for c in (*COLOURS, *MARKERS, *TEXTURES) for w in c.split()} | {"pattern", "stripes", "dots"}
     shapes = {w for s in SHAPES for w in s.split()}
     sup = supervised(ctx)

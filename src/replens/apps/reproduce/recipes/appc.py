@@ -14,6 +14,9 @@ from typing import Any
 from replens.apps.reproduce.helpers import option
 from replens.apps.reproduce.recipes.ch5 import FOUR_METHODS, PAPER_CH5, method_label
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
+from replens.apps.reproduce.registry import RecipeContext as Ctx
+from replens.models import create_backbone
+from replens.ssl import create_method, create_plugin
 
 
 def _linear_dims(module: Any) -> str:
@@ -26,10 +29,6 @@ def _linear_dims(module: Any) -> str:
 def paper_setup(ctx: RecipeContext, method: str) -> dict[str, Any]:
     """One column of Table C.1 as the engine builds it at the paper budget (no training)."""
     import torch
-
-    from replens.apps.reproduce.registry import RecipeContext as Ctx
-    from replens.models import create_backbone
-    from replens.ssl import create_method
 
     paper = Ctx(budget="paper", data=None, out=ctx.out, seed=ctx.seed, progress=False)
     cfg = paper.train_config(**PAPER_CH5[method])
@@ -88,9 +87,6 @@ def _fmt(v: Any) -> str:
         no_claim="augmentation settings as a table; nothing measured or compared")
 def table_c_2(ctx: RecipeContext) -> RecipeResult:
     """Table C.2 from the views the engine builds for a method with the FDA plug-in at 224 px (default BYOL)."""
-    from replens.models import create_backbone
-    from replens.ssl import create_method, create_plugin
-
     method = str(option(ctx, "method", "byol"))
     size = 224
     backbone = create_backbone("small_cnn")

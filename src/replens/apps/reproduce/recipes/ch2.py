@@ -36,6 +36,10 @@ from replens.apps.reproduce.helpers import (
 )
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.apps.reproduce.verdict import Claim, cell
+from replens.ddm import RobustClustering, clustering_purity
+from replens.ddm.colored import TintedSource
+from replens.ddm.diagnostics import plot_top_feature_heatmap
+from replens.models import extract_features, load_embeddings
 
 SIX_METHODS = ("simclr", "moco", "byol", "dino", "simsiam", "barlow_twins")
 
@@ -257,8 +261,6 @@ def fig_2_2(ctx: RecipeContext) -> RecipeResult:
 
 def _colored(ctx: RecipeContext) -> tuple[Any, Any, Any, Any]:
     """(plain train, plain test, coloured train, coloured test): the world's photo vs its red/green tints, or CIFAR-10."""
-    from replens.ddm.colored import TintedSource
-
     kind = data_kind(ctx)
     if kind == "world":
         plain = multi_domain_data(ctx, ["photo"])
@@ -284,8 +286,6 @@ def _colored_runs(ctx: RecipeContext, plots: bool) -> dict[str, dict[str, Any]]:
         out[name] = evaluate_domains(ctx, summary["backbone"], data, f"{name}/eval", protocol="joint", plots=plots,
                                      title=title[name], prefix_dim=k)
         if not plots:  # Figure 2.3 only: the heatmap without the t-SNE
-            from replens.ddm.diagnostics import plot_top_feature_heatmap
-            from replens.models import load_embeddings
 
             embs = [load_embeddings(ctx.out / name / "eval" / f"embeddings-{part}", mmap=False)
                     for part in ("train", "train-test")]
@@ -353,9 +353,6 @@ def fig_2_5(ctx: RecipeContext) -> RecipeResult:
     threshold epsilon = 0); robust clustering starts at epsilon = 1 and decays
     it (Eq. 2.2). Purity is the clustering's agreement with the true domains.
     """
-    from replens.ddm import RobustClustering, clustering_purity
-    from replens.models import extract_features, load_embeddings
-
     data = multi_domain_data(ctx, ["cartoon", "sketch"])
     rows, figures = [], []
     for name, eps in (("regular", 0.0), ("robust", 1.0)):

@@ -43,6 +43,31 @@ from replens.apps.reproduce.helpers import RANDOM_INIT, option, random_init_back
 from replens.apps.reproduce.helpers import methods as pick_methods
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.apps.reproduce.verdict import Claim, between, cell, mean_cell
+from replens.ddm.diagnostics import stratified_split
+from replens.evaluate.probe import evaluate_representations
+from replens.explain.gradcam import group_cams
+from replens.models import create_backbone, extract_features
+from replens.models.features import load_embeddings
+from replens.models.weights import save_checkpoint
+from replens.quality import compression_curve
+from replens.quality.analysis import (
+    activation_bands,
+    assess_quality,
+    class_activation_share,
+    class_feature_means,
+    normalized,
+)
+from replens.quality.plots import (
+    cam_overlay,
+    plot_activation_bands,
+    plot_cam_grid,
+    plot_class_heatmaps,
+    plot_compression,
+    plot_grouped_bars,
+    plot_pr,
+    plot_roc,
+)
+from replens.quality.saliency import discriminative_cams, heat_iou, saliency_iou
 from replens.runs import atomic_write_json
 
 #: World overrides shared by every recipe of chapters 3-4 and appendices A-B.
@@ -158,8 +183,6 @@ def encoder(ctx: RecipeContext, name: str, **train_overrides: Any) -> Encoder:
         name: Training name, e.g. ``"simclr"`` or ``"simclr-qscore"``.
         **train_overrides: TrainConfig fields over the budget defaults (``method`` at least).
     """
-    from replens.models import create_backbone
-
     cfg = dataclasses.asdict(ctx.train_config(**train_overrides))
     payload = {k: v for k, v in cfg.items() if k not in ("log_every", "tensorboard", "checkpoint_every")}
     payload["data"] = data_key(ctx)
@@ -179,9 +202,6 @@ def encoder(ctx: RecipeContext, name: str, **train_overrides: Any) -> Encoder:
 def random_encoder(ctx: RecipeContext, method: str = "simclr") -> Encoder:
     """The untrained encoder of ``method``'s architecture (initialised with ``ctx.seed``): the random-init
     control of accuracy tables, cached like :func:`encoder` so :func:`assess` treats it like the others."""
-    from replens.models import create_backbone
-    from replens.models.weights import save_checkpoint
-
     cfg = dataclasses.asdict(ctx.train_config(method=method))
     payload = {"random_init": True, "backbone": cfg["backbone"], "backbone_args": cfg["backbone_args"],
                "image_size": cfg["image_size"], "seed": ctx.seed, "data": data_key(ctx)}
@@ -249,8 +269,6 @@ _ASSESSED: dict[tuple[str, ...], Any] = {}
 
 def embeddings(ctx: RecipeContext, enc: Encoder, split: str, *, spec: str | None = None, tag: str = "") -> Path:
     """The encoder's representations of a split, written once into its cache folder (resumable)."""
-    from replens.models import extract_features
-
     source = ctx.source(split, spec=spec, **WORLD)
     folder = enc.folder / f"embeddings-{tag}{split}"
     return extract_features(enc.backbone, source, folder, normalize=False, device=ctx.device,
@@ -262,8 +280,6 @@ def assess(ctx: RecipeContext, enc: Encoder, *, spec: str | None = None, tag: st
 
     Memoised per process (keyed by the weights file, its modification time, the data and ``eps``).
     """
-    from replens.quality.analysis import assess_quality
-
     key = (str(enc.weights), str(enc.weights.stat().st_mtime_ns), tag, str(spec), str(eps_of(ctx)))
     if key not in _ASSESSED:
         train_dir = embeddings(ctx, enc, "train", spec=spec, tag=tag)
@@ -284,10 +300,6 @@ def validation_top1(ctx: RecipeContext, enc: Encoder, fraction: float = VALIDATI
     for every candidate and run), are held out; the probe of the fixed protocol is fitted on the rest.
     Selections (Figure A.8's lambdas) use this number; the reported numbers stay on the test split.
     """
-    from replens.ddm.diagnostics import stratified_split
-    from replens.evaluate.probe import evaluate_representations
-    from replens.models.features import load_embeddings
-
     emb = load_embeddings(embeddings(ctx, enc, "train"))
     labels = np.asarray(emb.labels)
     fit, val = stratified_split(labels, np.zeros_like(labels), fraction, ctx.data_seed)
@@ -320,8 +332,6 @@ def class_names(ctx: RecipeContext) -> list[str]:
 
 def core_iou(source: Any, cam: np.ndarray, position: int) -> float:
     """Heat IoU of a heatmap with the image's core mask (NaN for data without masks, e.g. CIFAR-10)."""
-    from replens.quality.saliency import heat_iou
-
     return heat_iou(cam, source.core_mask(int(position))) if hasattr(source, "core_mask") else float("nan")
 
 
@@ -344,10 +354,6 @@ def fig_3_1(ctx: RecipeContext) -> RecipeResult:
     example on its top activating images.
     """
     import torch
-
-    from replens.explain.gradcam import group_cams
-    from replens.quality.analysis import activation_bands, class_activation_share, normalized
-    from replens.quality.plots import cam_overlay, plot_activation_bands, plot_cam_grid
 
     enc = baseline(ctx, "simclr")
     qa = assess(ctx, enc)
@@ -406,9 +412,6 @@ def compression_settings(ctx: RecipeContext) -> dict[str, Any]:
 
 def compression_rows(ctx: RecipeContext, methods: Sequence[str], stem: str) -> tuple[list[dict], list[str]]:
     """Probe accuracy of discriminative / random / PCA / tail subsets of matched sizes, per method."""
-    from replens.quality import compression_curve
-    from replens.quality.plots import plot_compression
-
     settings = compression_settings(ctx)
     rows, figures = [], []
     for method in methods:
@@ -462,8 +465,6 @@ def heatmap_panels(ctx: RecipeContext, encoders: dict[str, Encoder], *, spec: st
     the panels and rows compare the encoders on the other, *comparison* half only, so no feature is
     picked on the samples it is compared on.
     """
-    from replens.quality.analysis import class_feature_means, normalized
-
     assessed = {label: assess(ctx, enc, spec=spec, tag=tag) for label, enc in encoders.items()}
     first = next(iter(assessed.values()))
     labels = first.test_chunks.labels
@@ -506,8 +507,6 @@ def heatmap_panels(ctx: RecipeContext, encoders: dict[str, Encoder], *, spec: st
                     pairs=DISC_ACTIVATION_PAIRS, quantity=DISC_ACTIVATION))
 def fig_3_3(ctx: RecipeContext) -> RecipeResult:
     """Figure 3.3: class-averaged discriminative features, correct (left) and mis-classified (right)."""
-    from replens.quality.plots import plot_class_heatmaps
-
     base = baseline(ctx, "simclr")
     reg = finetune(ctx, base, "qscore")
     panels, rows, (feats, classes) = heatmap_panels(ctx, {"baseline": base, "Q-Score": reg})
@@ -531,8 +530,6 @@ def fig_3_3(ctx: RecipeContext) -> RecipeResult:
                     pairs=lambda rows: (50.0, cell(rows, "auroc", model="SimCLR")), quantity="AUROC %"))
 def fig_3_4(ctx: RecipeContext) -> RecipeResult:
     """Figure 3.4: AUROC / AUPRC of the Q-Score as a zero-shot predictor of linear-probe correctness."""
-    from replens.quality.plots import plot_pr, plot_roc
-
     chosen = methods_of(ctx, PAPER_METHODS[:6])
     reports, rows = {}, []
     for method in chosen:
@@ -588,8 +585,6 @@ def table_3_1(ctx: RecipeContext) -> RecipeResult:
 # --------------------------------------------------------------------------- Figure 3.5
 def cam_row(ctx: RecipeContext, enc: Encoder, qa: Any, images: Any, positions: np.ndarray, source: Any) -> tuple:
     """Discriminative-feature Grad-CAMs (the sample's own ``L_i & D``) and their heat IoU with core masks."""
-    from replens.quality.saliency import discriminative_cams
-
     cams, counts = discriminative_cams(enc.backbone, images, qa.discriminative, eps=eps_of(ctx), device=ctx.device)
     ious = [core_iou(source, c, p) if n else float("nan") for c, n, p in zip(cams, counts, positions, strict=True)]
     return cams, counts, np.asarray(ious, dtype=float)
@@ -602,8 +597,6 @@ def cam_row(ctx: RecipeContext, enc: Encoder, qa: Any, images: Any, positions: n
                  "top-1 in Table 3.1, overlap with the main object after regularisation in Figure 3.7")
 def fig_3_5(ctx: RecipeContext) -> RecipeResult:
     """Figure 3.5: heatmaps and predictions of baseline-misclassified samples before and after regularisation."""
-    from replens.quality.plots import cam_overlay, plot_cam_grid
-
     base = baseline(ctx, "simclr")
     reg = finetune(ctx, base, "qscore")
     qa0, qa1 = assess(ctx, base), assess(ctx, reg)
@@ -650,9 +643,6 @@ def fig_3_5(ctx: RecipeContext) -> RecipeResult:
                     quantity="heat IoU % of the shown samples"))
 def fig_3_6(ctx: RecipeContext) -> RecipeResult:
     """Figure 3.6: heatmaps of correct and mis-classified samples beside their core and spurious masks."""
-    from replens.quality.plots import cam_overlay, plot_cam_grid
-    from replens.quality.saliency import heat_iou
-
     enc = baseline(ctx, "simclr")
     qa = assess(ctx, enc)
     source = ctx.source("test", **WORLD)
@@ -694,9 +684,6 @@ def fig_3_6(ctx: RecipeContext) -> RecipeResult:
                     quantity="mIoU % with the core mask"))
 def fig_3_7(ctx: RecipeContext) -> RecipeResult:
     """Figure 3.7: mIoU^core and mIoU^sp for correct and mis-classified samples of each model and its fine-tune."""
-    from replens.quality.plots import plot_grouped_bars
-    from replens.quality.saliency import saliency_iou
-
     chosen_methods = methods_of(ctx)
     n_images = int(option(ctx, "saliency_images", ctx.pick(200, 2000)))
     rows = []

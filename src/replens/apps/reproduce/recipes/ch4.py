@@ -31,9 +31,31 @@ from typing import Any
 import numpy as np
 
 from replens.apps.reproduce.helpers import option
-from replens.apps.reproduce.recipes.ch3 import Encoder, assess, baseline, class_names
+from replens.apps.reproduce.recipes.ch3 import WORLD, Encoder, assess, baseline, class_names
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, nothing_counted, recipe
 from replens.apps.reproduce.verdict import Claim, cell
+from replens.explain import (
+    Falcon,
+    FalconConfig,
+    concept_presence,
+    default_world_bank,
+    explain_failures,
+    failure_spurious_report,
+    ground_truth_terms,
+    learn_transfer,
+    linear_head_from_probe,
+    open_bank,
+    precision_recall_at_k,
+    rank_terms,
+    resize_crops,
+    source_concepts,
+    transfer_concepts,
+    word_scores,
+    write_failures,
+    write_html_report,
+)
+from replens.quality.plots import plot_cam_grid, plot_grouped_bars
+from replens.vl import TinyClipTrainConfig, default_tiny_clip, load_vl_model
 
 #: open_clip model of the paper budget (weights from the local cache only).
 PAPER_VL = "ViT-B-32:openai"
@@ -56,8 +78,6 @@ def vl_model(ctx: RecipeContext) -> Any:
     (``replens.vl.default_tiny_clip``, trained once into ``cache_dir`` when missing). Chapters 4 and 6
     and appendix B all use this one model, so a report has one tiny CLIP; option ``vl_steps`` trains
     a shorter one instead (tests)."""
-    from replens.vl import TinyClipTrainConfig, default_tiny_clip, load_vl_model
-
     spec = option(ctx, "vl", None)
     if spec:
         return load_vl_model(str(spec), device=ctx.device, cache_dir=ctx.cache_dir, progress=ctx.progress)
@@ -69,8 +89,6 @@ def vl_model(ctx: RecipeContext) -> Any:
 
 def caption_bank(ctx: RecipeContext, vl: Any) -> Any:
     """The caption bank of the budget (see the module docstring)."""
-    from replens.explain import default_world_bank, open_bank
-
     laion = ctx.cache_dir / "banks" / "laion"
     if ctx.budget == "paper" and (laion / "bank.json").is_file():
         return open_bank(laion)
@@ -92,8 +110,6 @@ class Explained:
 
     def concepts_of_rows(self) -> list[list[str]] | None:
         """True concepts of every representation row (world probe sets), else None."""
-        from replens.explain import source_concepts
-
         truth = source_concepts(self.source)
         return None if truth is None else [truth[int(i)] for i in self.falcon.index]
 
@@ -112,8 +128,6 @@ def falcon_settings(ctx: RecipeContext) -> dict[str, Any]:
 
 def falcon_config(ctx: RecipeContext, **overrides: Any) -> Any:
     """The :class:`~replens.explain.FalconConfig` of :func:`falcon_settings` with ``overrides``."""
-    from replens.explain import FalconConfig
-
     return FalconConfig(**{**falcon_settings(ctx), **overrides})
 
 
@@ -131,14 +145,10 @@ def explain(ctx: RecipeContext, enc: Encoder, *, mode: str = "groups", split: st
         tag: Distinguishes runs with another ``backbone``.
         **overrides: FalconConfig fields.
     """
-    from replens.explain import Falcon
-
     config = falcon_config(ctx, mode=mode, **overrides)
     key = (str(enc.weights), str(enc.weights.stat().st_mtime_ns), split, str(spec), tag, repr(config),
            str(option(ctx, "vl", "")), str(option(ctx, "vl_steps", "")), ctx.budget, str(ctx.cache_dir))
     if key not in _EXPLAINED:
-        from replens.apps.reproduce.recipes.ch3 import WORLD
-
         source = ctx.source(split, spec=spec, **WORLD)
         vl = vl_model(ctx)
         bank = caption_bank(ctx, vl)
@@ -151,8 +161,6 @@ def explain(ctx: RecipeContext, enc: Encoder, *, mode: str = "groups", split: st
 def judged_words(ex: Explained, group: Any, k: int = 6, majority: float = 0.5) -> list[bool]:
     """Whether each of a group's top ``k`` words is discriminative by the world's truth (related to its
     highly and not to its lowly activating images; :mod:`replens.explain.ground_truth`)."""
-    from replens.explain import concept_presence, ground_truth_terms
-
     truth = ex.concepts_of_rows()
     if truth is None:
         raise ValueError("judging concepts needs a probe set with true concepts (the world)")
@@ -167,9 +175,6 @@ def judged_words(ex: Explained, group: Any, k: int = 6, majority: float = 0.5) -
 
 def crops_figure(ctx: RecipeContext, ex: Explained, groups: Sequence[Any], name: str, *, size: int = 48) -> str:
     """A PNG with, per group, its highly activating crops and lowly activating images and its concepts (Fig. 4.2)."""
-    from replens.explain import resize_crops
-    from replens.quality.plots import plot_cam_grid
-
     grid = []
     for g in groups:
         crops = g.crops or ex.falcon.crops(g.features, g.highly[:5])[0]
@@ -192,8 +197,6 @@ def _words(group: Any, k: int = 5) -> str:
         no_claim="examples of features with their top and lowly activating images and concepts; no two settings compared")
 def fig_4_2(ctx: RecipeContext) -> RecipeResult:
     """Figure 4.2: highly activating crops, lowly activating images and concepts of single features."""
-    from replens.explain import write_html_report
-
     enc = baseline(ctx, "simclr")
     ex = explain(ctx, enc, mode="features")
     shown = [g for g in ex.result.groups if g.interpretable and g.words][:8]
@@ -227,8 +230,6 @@ def fig_4_2(ctx: RecipeContext) -> RecipeResult:
                     quantity="mean CLIP similarity"))
 def fig_4_4(ctx: RecipeContext) -> RecipeResult:
     """Figure 4.4: CLIP similarity of the highly activating images of single features vs feature groups."""
-    from replens.quality.plots import plot_grouped_bars
-
     enc = baseline(ctx, "simclr")
     rows, sims = [], {}
     same_alpha = falcon_config(ctx, mode="groups").alpha_multiplier  # section 4.3: one alpha for both, to compare
@@ -257,8 +258,6 @@ def fig_4_4(ctx: RecipeContext) -> RecipeResult:
         no_claim="precision and recall of one method against a judge; the paper compares no two settings here")
 def table_4_1(ctx: RecipeContext) -> RecipeResult:
     """Table 4.1: precision/recall of the top-K concepts, judged against the world's true concepts."""
-    from replens.explain import precision_recall_at_k
-
     ex = explain(ctx, baseline(ctx, "simclr"), mode="groups")
     truth = ex.concepts_of_rows()
     if truth is None:
@@ -293,8 +292,6 @@ def table_4_2(ctx: RecipeContext) -> RecipeResult:
     activating images). The judge is the world's truth: the best set has the
     largest share of discriminative concepts (ties split the vote).
     """
-    from replens.explain import rank_terms, word_scores
-
     ex = explain(ctx, baseline(ctx, "simclr"), mode="groups")
     if ex.concepts_of_rows() is None:
         raise ValueError("table-4.2 judges concepts with the world's true concepts; use the world (no --data)")
@@ -334,9 +331,6 @@ def table_4_2(ctx: RecipeContext) -> RecipeResult:
         no_claim="examples of images decomposed into the concepts of several features; no two settings compared")
 def fig_4_5(ctx: RecipeContext) -> RecipeResult:
     """Figure 4.5: images that highly activate several explained features, with each feature's crop and concepts."""
-    from replens.explain import ground_truth_terms
-    from replens.quality.plots import plot_cam_grid
-
     ex = explain(ctx, baseline(ctx, "simclr"), mode="features")
     explained = [g for g in ex.result.groups if g.interpretable and g.words]
     members: dict[int, list[Any]] = {}
@@ -351,7 +345,6 @@ def fig_4_5(ctx: RecipeContext) -> RecipeResult:
         panels = [("image", image.permute(1, 2, 0).numpy())]
         for g in members[r][:4]:
             crop, box = ex.falcon.crops(g.features, np.array([r]))
-            from replens.explain import resize_crops
 
             panels.append((f"{g.name}: {_words(g, 2)}", resize_crops(crop, 48)[0].permute(1, 2, 0).numpy()))
             row = {"image": ex.falcon.names[r], "feature": g.name, "concepts": _words(g), "box": list(box[0])}
@@ -371,8 +364,6 @@ def fig_4_5(ctx: RecipeContext) -> RecipeResult:
 def failure_explanations(ctx: RecipeContext, ex: Explained) -> tuple[list[Any], dict[str, Any]]:
     """Failures of the linear probe of ``ch3.assess`` (fitted on the training split) on the probe set,
     explained by the concepts of their most contributing features (section 4.5)."""
-    from replens.explain import explain_failures, failure_spurious_report, linear_head_from_probe
-
     weight, bias = linear_head_from_probe(assess(ctx, ex.encoder).probe)
     features = ex.falcon.raw.astype(np.float64)  # the probe's head U acts on raw representations
     predictions = (features @ weight.T + bias).argmax(1)
@@ -394,9 +385,6 @@ def failure_explanations(ctx: RecipeContext, ex: Explained) -> tuple[list[Any], 
         no_claim="examples of failures with their concepts; no two settings compared")
 def fig_4_6(ctx: RecipeContext) -> RecipeResult:
     """Figure 4.6: ground truth, prediction and explanation (``argmax(h * U_y)``'s concepts) of failures."""
-    from replens.explain import write_failures
-    from replens.quality.plots import plot_cam_grid
-
     ex = explain(ctx, baseline(ctx, "simclr"), mode="groups")
     failures, summary = failure_explanations(ctx, ex)
     names = class_names(ctx)
@@ -425,8 +413,6 @@ def fig_4_6(ctx: RecipeContext) -> RecipeResult:
 def fig_4_7(ctx: RecipeContext) -> RecipeResult:
     """Figure 4.7: Eq. 4.3 maps SimCLR (source) features to MoCo (target) features; concepts are checked on the
     target's own highly activating images (carry rate, against random target features)."""
-    from replens.explain import learn_transfer, transfer_concepts
-
     source = explain(ctx, baseline(ctx, "simclr"), mode="groups")
     target = explain(ctx, baseline(ctx, "moco"), mode="groups")
     z = learn_transfer(target.falcon.features, source.falcon.features, seed=ctx.seed)
@@ -441,8 +427,6 @@ def fig_4_7(ctx: RecipeContext) -> RecipeResult:
     figures = []
     shown = [t for t in transfers if len(t.target_highly)][:6]
     if shown:
-        from replens.quality.plots import plot_cam_grid
-
         grid = [{"label": f"{t.source_group} -> {','.join(map(str, t.target_features[:3]))}",
                  "panels": [(", ".join(w for w, _ in t.words[:2]) if k == 0 else "", img.permute(1, 2, 0).numpy())
                             for k, img in enumerate(target.falcon.images(t.target_highly[:5]))]} for t in shown]

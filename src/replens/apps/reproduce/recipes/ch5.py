@@ -32,6 +32,13 @@ from replens.apps.reproduce.helpers import (
 )
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe, shared_data_root
 from replens.apps.reproduce.verdict import Claim, cell, mean_cell
+from replens.augment.fourier_preview import STRENGTHS, fda_preview
+from replens.augment.views import ViewConfig, ViewPipeline
+from replens.data.compose import SubsetSource, limit_source
+from replens.ddm.diagnostics import stratified_split
+from replens.evaluate import few_shot_accuracy, transfer_evaluation
+from replens.evaluate.retrieval import nearest_neighbours, neighbour_precision, plot_retrieval_grid
+from replens.models import extract_features, load_embeddings
 
 FOUR_METHODS = ("simclr", "byol", "moco", "simsiam")
 MOCO_V2 = "MoCo v2"
@@ -108,9 +115,6 @@ def table_5_1(ctx: RecipeContext) -> RecipeResult:
 
 def _transfer_targets(ctx: RecipeContext) -> dict[str, tuple[Any, Any]]:
     """Transfer sets: the tinted world, and CIFAR-10 / PACS under ``$REPLENS_DATA`` when set (option ``transfer``)."""
-    from replens.data.compose import SubsetSource, limit_source
-    from replens.ddm.diagnostics import stratified_split
-
     root = shared_data_root()
     default = ["world-tinted"] + [n for n in ("cifar10", "pacs")
                                   if root is not None and (root / n).is_dir() and n != data_kind(ctx)]
@@ -145,9 +149,6 @@ def _transfer_targets(ctx: RecipeContext) -> dict[str, tuple[Any, Any]]:
                     quantity="mean top-1 % over the few-shot and transfer columns"))
 def table_5_2(ctx: RecipeContext) -> RecipeResult:
     """Table 5.2: k-shot probes on the pre-training data and full linear probes on transfer sets."""
-    from replens.evaluate import few_shot_accuracy, transfer_evaluation
-    from replens.models import extract_features, load_embeddings
-
     train, test = _splits(ctx)
     targets = _transfer_targets(ctx)
     episodes = int(option(ctx, "episodes", ctx.pick(3, 5)))
@@ -193,9 +194,6 @@ def table_5_2(ctx: RecipeContext) -> RecipeResult:
                     quantity="precision@4 %"))
 def fig_5_4(ctx: RecipeContext) -> RecipeResult:
     """Figure 5.4: 5 test queries per transfer set, their 4 nearest training images by cosine similarity."""
-    from replens.evaluate.retrieval import nearest_neighbours, neighbour_precision, plot_retrieval_grid
-    from replens.models import extract_features, load_embeddings
-
     train, _ = _splits(ctx)
     targets = _transfer_targets(ctx)
     method = methods(ctx, ["moco"], ["moco"])[0]
@@ -270,8 +268,6 @@ def view_args(enabled: list[str], size: int) -> dict[str, Any]:
 def fig_5_2(ctx: RecipeContext) -> RecipeResult:
     """Figure 5.2: linear probe top-1 as augmentations are added one by one, and with each one removed."""
     import torch
-
-    from replens.augment.views import ViewConfig, ViewPipeline
 
     train, test = _splits(ctx, **ctx.pick(SMALL_ABLATION_WORLD, {}))
     size = ctx.image_size
@@ -436,8 +432,6 @@ def table_5_5(ctx: RecipeContext) -> RecipeResult:
 def fig_5_3(ctx: RecipeContext) -> RecipeResult:
     """Figure 5.3 (:func:`replens.augment.fourier_preview.fda_preview`); rows: the mean absolute pixel change at
     Table C.2's strengths."""
-    from replens.augment.fourier_preview import STRENGTHS, fda_preview
-
     spec = ctx.data if ctx.data is not None else f"world:{ctx.world()}?split=test"
     if data_kind(ctx) == "cifar10":
         spec = spec.replace("{split}", "test")

@@ -37,6 +37,21 @@ from typing import Any
 from replens.apps.reproduce.helpers import RANDOM_INIT, option, pyplot, save_figure
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.apps.reproduce.verdict import Claim, cell
+from replens.tokens import (
+    ExtractConfig,
+    PairData,
+    TokenDataset,
+    TokenTrainConfig,
+    compositional_metrics,
+    extract_tokens,
+    load_token_model,
+    retrieval_metrics,
+    tokenizer_from_cache,
+    train_token_model,
+    world_compositional_sets,
+)
+from replens.tokens.train import build_model_for
+from replens.vl import load_vl_model
 
 #: Image sides in the paper's row order, with the paper's labels.
 ENCODER_LABELS: dict[str, str] = {
@@ -69,8 +84,6 @@ def _key(payload: dict[str, Any]) -> str:
 
 
 def _vl(ctx: RecipeContext) -> tuple[Any, str | None]:
-    from replens.vl import load_vl_model
-
     spec = option(ctx, "vl", None)
     return load_vl_model(spec, device=ctx.device, cache_dir=ctx.cache_dir, progress=ctx.progress), spec
 
@@ -78,8 +91,6 @@ def _vl(ctx: RecipeContext) -> tuple[Any, str | None]:
 def token_subset(data: Any, keep: Any) -> Any:
     """The pairs ``keep`` (positions) of a :class:`~replens.tokens.PairData`, sharing its cache and image source."""
     import copy
-
-    from replens.tokens import PairData
 
     tokens = copy.copy(data.tokens)
     for attr in ("samples", "names", "indices", "captions"):
@@ -100,8 +111,6 @@ def validation_split(ctx: RecipeContext, n: int, fraction: float = VALIDATION_FR
 def token_setup(ctx: RecipeContext) -> dict[str, Any]:
     """World, VL model and token caches (train/test), cached under ``cache_dir/reproduce-tokens``; ``fit`` and
     ``val`` are the training split less its validation split, and that validation split."""
-    from replens.tokens import ExtractConfig, PairData, TokenDataset, extract_tokens
-
     if ctx.data is not None:
         raise ValueError("chapter 6 recipes run on the embedded world only (COCO, ARO and Winoground are not in "
                          "../shared/data; see `replens tokens eval` for the real benchmarks)")
@@ -127,8 +136,6 @@ def token_setup(ctx: RecipeContext) -> dict[str, Any]:
 
 
 def _train_config(ctx: RecipeContext, encoder: str, n_train: int) -> Any:
-    from replens.tokens import TokenTrainConfig
-
     if ctx.budget == "small":
         fields = {**SMALL_TOKENS, **ctx.options.get("token_train", {})}
     else:
@@ -142,8 +149,6 @@ def token_models(ctx: RecipeContext, setup: dict[str, Any]) -> dict[str, dict[st
     sweep, and keep the one with the best validation (``setup["val"]``) text-to-image R@1 (ties: the first in
     the sweep, the smallest); ``{encoder: {"model", "run", "lr", "eval", "cached", "val_r1"}}``, ``eval``
     being the last validation evaluation."""
-    from replens.tokens import load_token_model, train_token_model
-
     n_train = len(setup["fit"])
     encoders = option(ctx, "encoders", list(ENCODER_LABELS))
     out: dict[str, dict[str, Any]] = {}
@@ -176,16 +181,12 @@ def token_models(ctx: RecipeContext, setup: dict[str, Any]) -> dict[str, dict[st
 def random_init_model(ctx: RecipeContext, setup: dict[str, Any]) -> Any:
     """The Visual Token Encoder of the budget untrained (initialised with ``ctx.seed``) beside the VL model's text
     tower: the random-init control row."""
-    from replens.tokens.train import build_model_for
-
     model, _ = build_model_for(_train_config(ctx, "tokens", len(setup["fit"])), setup["vl"], setup["fit"])
     return model.eval()
 
 
 def off_the_shelf(ctx: RecipeContext, setup: dict[str, Any]) -> Any:
     """The VL model itself as a dual encoder (its image and text towers, untrained here): the paper's CLIP row."""
-    from replens.tokens.train import build_model_for
-
     model, _ = build_model_for(_train_config(ctx, "vl-image", len(setup["fit"])), setup["vl"], setup["fit"])
     return model.eval()
 
@@ -202,8 +203,6 @@ def _curves(run: Path) -> list[dict[str, Any]]:
                     quantity="text-to-image R@1 % (test split)"))
 def fig_6_4(ctx: RecipeContext) -> RecipeResult:
     """Figure 6.4: curves of every image side over training on the held-out world captions."""
-    from replens.tokens import retrieval_metrics
-
     setup = token_setup(ctx)
     models = token_models(ctx, setup)
     max_eval = int(_train_config(ctx, "tokens", len(setup["fit"])).max_eval)
@@ -240,8 +239,6 @@ def fig_6_4(ctx: RecipeContext) -> RecipeResult:
 
 
 def _compositional(ctx: RecipeContext, kinds: tuple[str, ...]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
-    from replens.tokens import compositional_metrics, tokenizer_from_cache, world_compositional_sets
-
     setup = token_setup(ctx)
     models = token_models(ctx, setup)
     n = int(option(ctx, "items", ctx.pick(200, 1000)))
