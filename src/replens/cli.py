@@ -390,8 +390,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="train, diagnose and explain an encoder; one offline HTML report",
-        description="With no arguments: build the embedded world, train SimCLR + DDM + FDA, probe per domain "
-        "against a random-init encoder, score every test sample with Q-Score, explain feature groups and "
+        description="With no arguments: build the embedded world, train VICReg on it (the world preset; "
+        "--set train.plugins=[ddm,fda] adds the DDM and FDA plug-ins), probe per domain against a random-init encoder, score every test sample with Q-Score, explain feature groups and "
         "failures with FALCON, and write index.html + summary.json + PNG figures. With --model and --data: "
         "the diagnose-and-explain half on a given encoder. Rerun with the same --out to resume.",
     )
