@@ -10,7 +10,7 @@ Timing starts after ``--warmup`` steps and stops before the final checkpoint.
 
     python benchmarks/token_encoder_throughput.py                       # CPU, cpu preset, 32 px, patch 4
     python benchmarks/token_encoder_throughput.py --device cuda --preset paper --batch-size 256 \\
-        --image-size 224 --patch-size 16                                # the seed's ViT-s/16 setting
+        --image-size 224 --patch-size 16                                # the paper's ViT-s/16 setting
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Validate the Domain-Disentanglement Module (seed chapter 2) on small CPU budgets.
+"""Validate the Domain-Disentanglement Module (paper chapter 2) on small CPU budgets.
 
 Experiments (each trains SSL encoders with the same budget and evaluates them
 with the linear protocol of section 2.4.1):

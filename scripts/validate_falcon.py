@@ -1,6 +1,6 @@
-"""Validate FALCON (seed chapter 4) against the embedded world's ground truth.
+"""Validate FALCON (paper chapter 4) against the embedded world's ground truth.
 
-The world knows the concepts of every image, so the seed's human study
+The world knows the concepts of every image, so the paper's human study
 (Table 4.1: precision 94.6% at K=1, 84.2% at K=6) can be replaced by an exact
 judgement. This script:
 
@@ -107,7 +107,7 @@ def ground_truth(result: Any, concepts: list[list[str]], vocabulary: set[str]) -
 
     out: dict[str, Any] = {}
     for subset, groups in (("interpretable", result.interpretable), ("all_explained", result.explained)):
-        # the seed's text keeps words with Word Score >= 0.08; the authors' code keeps the top 8 whatever their score
+        # the paper's text keeps words with Word Score >= 0.08; the authors' code keeps the top 8 whatever their score
         thresholded = [copy.copy(g) for g in groups]
         for g in thresholded:
             g.words = [(t, s) for t, s in g.words if s >= 0.08]

@@ -1,4 +1,4 @@
-"""Validate Fourier Domain Augmentations and the format transform (seed chapter 5) on real and world data.
+"""Validate Fourier Domain Augmentations and the format transform (paper chapter 5) on real and world data.
 
 For each dataset (the embedded world, generated here, and CIFAR-10 from
 ``DATA/cifar10``) it trains, with the same seed, backbone and number of steps:
@@ -36,7 +36,7 @@ from replens.models import create_backbone, extract_features, load_embeddings
 from replens.runs import RunDir, atomic_write_text, default_run_dir
 from replens.world import WorldConfig, generate_world
 
-#: name: (TrainConfig overrides, the seed's ImageNet linear top-1 for the same views)
+#: name: (TrainConfig overrides, the paper's ImageNet linear top-1 for the same views)
 RUNS: dict[str, tuple[dict[str, Any], float | None]] = {
     "simclr": ({"method": "simclr"}, 69.2),
     "simclr+fda": ({"method": "simclr", "plugins": ["fda"]}, 70.5),

@@ -1,9 +1,9 @@
-"""Validate Q-Score as a failure predictor (seed section 3.4, Figure 3.4 and Figure A.9).
+"""Validate Q-Score as a failure predictor (paper section 3.4, Figure 3.4 and Figure A.9).
 
 Two encoders, each run through ``replens qscore --labels`` (discriminative
 features from the training split, a linear probe fitted on it, Q-Score's
 AUROC / AUPRC as a predictor of the probe's correctness on held-out samples),
-for each epsilon of ``--eps`` (the seed's 4 was chosen for r = 2048; these
+for each epsilon of ``--eps`` (the paper's 4 was chosen for r = 2048; these
 encoders have r = 64 and 256):
 
 1. the supervised CIFAR-10 ResNet-20 of the shared data (``weights/cifar10_resnet20.th``),
@@ -15,7 +15,7 @@ encoders have r = 64 and 256):
    25% holdout of the same distribution, with the saliency IoU of section 3.5 against
    the world's core (object) and spurious (background) masks.
 
-The seed reports AUROC up to 73 and AUPRC up to 91 for ImageNet-100 SSL
+The paper reports AUROC up to 73 and AUPRC up to 91 for ImageNet-100 SSL
 ResNets, and lower numbers for non-robust supervised ResNets (Figure A.9).
 AUPRC counts correct samples as positives, so its chance level is the probe's
 accuracy (printed beside it).

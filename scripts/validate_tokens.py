@@ -1,11 +1,11 @@
-"""Validate the Visual Token Encoder against a matched ViT on the embedded world (seed chapter 6).
+"""Validate the Visual Token Encoder against a matched ViT on the embedded world (paper chapter 6).
 
-The seed reports, on COCO, +47% text-to-image retrieval over a ViT-s/16 trained
+The paper reports, on COCO, +47% text-to-image retrieval over a ViT-s/16 trained
 from scratch (54.35 vs about 37 R@1) and +18% on ARO (section 6.5). This
 script runs the same comparison on the embedded world, where ground-truth
 masks and relations stand in for SEEM and RAM (extractor (a)):
 
-1. generate a world (seed 1, so that no image was seen by the default tiny
+1. generate a world (paper 1, so that no image was seen by the default tiny
    CLIP, which is trained on the seed-0 world) and extract train/test tokens;
 2. train each image side (default: the token encoder and the matched patch
    ViT; ``--encoders`` adds the ablation without additive attention and the
@@ -14,7 +14,7 @@ masks and relations stand in for SEEM and RAM (extractor (a)):
 3. measure held-out text-to-image / image-to-text recall@1/5/10 (each image's
    relational caption as query), the world's ARO-like sets (relation swap,
    attribute swap, word order) and Winoground-like groups, plus the untouched
-   VL model ("CLIP off the shelf" in the seed's tables);
+   VL model ("CLIP off the shelf" in the paper's tables);
 4. print the table and the relative gains of the token encoder over the ViT.
 
     python scripts/validate_tokens.py --out runs/validate-tokens            # ~10 min on 2 idle CPU cores

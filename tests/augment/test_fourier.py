@@ -1,4 +1,4 @@
-"""Fourier Domain Augmentations (seed section 5.4, Table C.2) and the format transform (section 5.6.1)."""
+"""Fourier Domain Augmentations (paper section 5.4, Table C.2) and the format transform (section 5.6.1)."""
 
 import math
 
@@ -163,7 +163,7 @@ def test_sampled_parameters_follow_their_ranges_and_probabilities():
     a = p.amplitude_scale[p.amplitude]
     assert a.min() >= 0.8 and a.max() < 1.75 and abs(a.mean().item() - 1.275) < 0.01
     assert (p.amplitude_scale[~p.amplitude] == 1).all()
-    t = p.phase_shift[p.phase].abs()  # the seed's +-theta: |theta| ~ U(0.4, 0.7)
+    t = p.phase_shift[p.phase].abs()  # the paper's +-theta: |theta| ~ U(0.4, 0.7)
     assert t.min() >= 0.4 and t.max() < 0.7 and abs(t.mean().item() - 0.55) < 0.01
     assert (p.phase_shift[~p.phase] == 0).all()
     k = p.mask_fraction[p.mask]
@@ -173,7 +173,7 @@ def test_sampled_parameters_follow_their_ranges_and_probabilities():
     assert p.gmm_centers[..., 1].max() == 4  # v in [0, W//2 + 1)
     assert torch.equal(p.gmm_centers, p.gmm_centers.round())
     assert p.gmm_sigmas.min() >= 10 and p.gmm_sigmas.max() < 15  # Table C.2 at 224 px: sigma in [10, 15) bins
-    # random sign by default (the seed's +-theta): both signs, equally often; lightly's +theta only on request
+    # random sign by default (the paper's +-theta): both signs, equally often; lightly's +theta only on request
     q = FourierAugment(FDAConfig(phase_prob=1.0)).sample(n, 8, 8, torch.Generator())
     assert abs((q.phase_shift > 0).float().mean().item() - 0.5) < tol
     plus = FourierAugment(FDAConfig(phase_prob=1.0, phase_random_sign=False)).sample(n, 8, 8, torch.Generator())

@@ -1,4 +1,4 @@
-"""Robust clustering (seed section 2.5): the Eq. 2.2 outlier rule, the epsilon schedule, planted domains."""
+"""Robust clustering (paper section 2.5): the Eq. 2.2 outlier rule, the epsilon schedule, planted domains."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""The domain critic, the Wasserstein dual terms and the gradient penalty (seed section 2.4, Gulrajani et al.)."""
+"""The domain critic, the Wasserstein dual terms and the gradient penalty (paper section 2.4, Gulrajani et al.)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""L_d_var (seed section 2.4) against a direct transcription of the equation."""
+"""L_d_var (paper section 2.4) against a direct transcription of the equation."""
 
 import math
 

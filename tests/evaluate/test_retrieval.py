@@ -1,4 +1,4 @@
-"""Retrieval recall@K and diagonal/off-diagonal similarity (seed section 6.5.2)."""
+"""Retrieval recall@K and diagonal/off-diagonal similarity (paper section 6.5.2)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def test_failure_explanations_follow_argmax_of_h_times_u():
     np.testing.assert_allclose(contrib, h * u[pred])
     owner = {0: "red", 1: "red", 2: "star", 3: "sketch", 4: "sketch", 5: "crimson"}
     for f in out:
-        top = int(np.argmax(h[f.row] * u[pred[f.row]]))  # the seed's argmax(h_j * U_{y_j})
+        top = int(np.argmax(h[f.row] * u[pred[f.row]]))  # the paper's argmax(h_j * U_{y_j})
         assert f.top_features[0][0] == top and f.prediction == pred[f.row] and f.label == labels[f.row]
         assert f.concepts(1) == [owner[top]]
     # a feature no group explains is explained on demand (and cached)

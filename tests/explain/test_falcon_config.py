@@ -1,4 +1,4 @@
-"""FALCON's defaults are the seed's explicit settings; the authors' code choices stay reachable."""
+"""FALCON's defaults are the paper's explicit settings; the authors' code choices stay reachable."""
 
 from __future__ import annotations
 

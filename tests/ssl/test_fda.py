@@ -1,4 +1,4 @@
-"""The fda training plug-in (seed section 5.5) and the format transform's dual encoder (section 5.6.1)."""
+"""The fda training plug-in (paper section 5.5) and the format transform's dual encoder (section 5.6.1)."""
 
 import importlib
 import json

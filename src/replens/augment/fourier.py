@@ -1,6 +1,6 @@
 """Fourier Domain Augmentations (FDA) and the format transform, batched on any device.
 
-The seed's chapter 5 (section 5.4, Table C.2) perturbs the RFFT2D spectrum
+The paper's chapter 5 (section 5.4, Table C.2) perturbs the RFFT2D spectrum
 ``f = F(x)`` (Eq. 5.1, no shift: bin (0, 0) is the zero frequency) of a
 random-resized crop with four stochastic operations and inverts it back to the
 image space (Figure 5.1):
@@ -8,7 +8,7 @@ image space (Figure 5.1):
 * **amplitude rescale**: ``A(f) <- A(f) * p``, ``p ~ U(m, n)`` per frequency
   bin, one noise map shared by the channels (p in R^{H x W});
 * **phase shift**: ``P(f) <- P(f) +- theta``, one scalar ``theta ~ U(p, q)``
-  per image with a random sign (the seed's "+-"; ``phase_random_sign=False``
+  per image with a random sign (the paper's "+-"; ``phase_random_sign=False``
   adds +theta only, as lightly);
 * **random frequency mask**: ``f <- f * h`` with a binary mask shared by the
   channels dropping each bin with probability ``k ~ U(k_0, k_1)``, the zero
@@ -77,7 +77,7 @@ class FDAConfig:
         phase_prob: Probability of the phase shift.
         phase_range: ``(p, q)``: the phase shift theta is U(p, q).
         phase_random_sign: Shift by -theta or +theta with equal odds (default:
-            the seed's ``P(f) +- theta``, section 5.4); False adds +theta only
+            the paper's ``P(f) +- theta``, section 5.4); False adds +theta only
             (lightly's ``PhaseShiftTransform``).
         mask_prob: Probability of the random frequency mask.
         mask_range: ``(k_0, k_1)``: each image drops a fraction k ~ U(k_0, k_1) of its bins.
@@ -522,7 +522,7 @@ def spectrum_to_frequency_image(spectrum: torch.Tensor, width: int, compress: st
 
     Real and imaginary parts are interleaved to the image's shape
     (:func:`pack_spectrum`) and rescaled to [0, 1] per sample (min-max over
-    channels and pixels). The seed does not say how it rescales; a linear
+    channels and pixels). The paper does not say how it rescales; a linear
     min-max leaves every bin but the zero frequency squashed near one value
     (the DC term of a 32 px image is ~100x the median bin), so by default the
     values are first compressed with a signed ``log1p``, which keeps their

@@ -1,4 +1,4 @@
-"""Each Fourier Domain Augmentation at several strengths (seed Figure 5.3), as data and as a figure.
+"""Each Fourier Domain Augmentation at several strengths (paper Figure 5.3), as data and as a figure.
 
 One row per operation (amplitude rescale, phase shift, random frequency mask,
 Gaussian mixture mask) and image, one column per strength, the original in

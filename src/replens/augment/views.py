@@ -18,7 +18,7 @@ into a :class:`ViewParams` that :meth:`ViewPipeline.apply` replays exactly
 (kornia style), so a test can check the sampled distributions and a view can
 be regenerated.
 
-Fourier Domain Augmentations (``replens.augment.fourier``, seed chapter 5)
+Fourier Domain Augmentations (``replens.augment.fourier``, paper chapter 5)
 are an optional stage of the same pipeline: with ``ViewConfig.fda`` set they
 act right after the random resized crop and before the other image
 augmentations (Figure 5.1), or last (``fda_order="after"``, Table 5.4); with
@@ -483,7 +483,7 @@ def simclr_view_config(size: int, mean: tuple[float, ...], std: tuple[float, ...
     return recipe_view(size, mean, std, blur_prob=0.5)
 
 
-#: View kinds of the seed's Tables 5.3 to 5.5 (``x`` the image, ``f = F(x)`` its spectrum).
+#: View kinds of the paper's Tables 5.3 to 5.5 (``x`` the image, ``f = F(x)`` its spectrum).
 VIEW_KINDS: dict[str, str] = {
     "raw": "x: the image, only resized to the view size",
     "image-aug": "A_im(x): the recipe's image augmentations",
@@ -503,7 +503,7 @@ def view_kind(kind: str, base: ViewConfig, fda: FDAConfig | None = None) -> View
 
     The view pairs of Tables 5.3, 5.4 and 5.5 are then configuration: e.g.
     ``("fda+image-aug", "image-aug")`` is SimCLR + FDA on the left view (the
-    seed's best, 70.5%) and ``("raw", "freq")`` the dual encoder's ``(x, f)``.
+    paper's best, 70.5%) and ``("raw", "freq")`` the dual encoder's ``(x, f)``.
 
     Args:
         kind: A key of :data:`VIEW_KINDS`.

@@ -1,4 +1,4 @@
-"""The Domain-Disentanglement Module (seed chapter 2): domain prefix, Wasserstein critic, robust clustering.
+"""The Domain-Disentanglement Module (paper chapter 2): domain prefix, Wasserstein critic, robust clustering.
 
 ``replens train --ddm`` (domain labels from the data) or ``--ddm-domains M``
 (M pseudo-domains by robust clustering) plugs DDM into any SSL recipe of the

@@ -1,4 +1,4 @@
-"""Robust clustering into pseudo-domains (seed section 2.5, Eq. 2.2).
+"""Robust clustering into pseudo-domains (paper section 2.5, Eq. 2.2).
 
 Without domain labels, DDM warms the encoder up as if the data had one domain,
 clusters the representations h into M clusters with K-Means (scikit-learn's
@@ -131,7 +131,7 @@ class RobustClustering:
 
     Args:
         num_clusters: M, the (assumed known) number of domains.
-        epsilon_start: epsilon at the first clustering (1 in the seed).
+        epsilon_start: epsilon at the first clustering (1 in the paper).
         epsilon_decay: Factor applied at each re-clustering (epsilon_t = start * decay^t).
         rule: ``"eq2.2"`` (as printed) or ``"second_nearest"`` (see the module docstring).
         n_init: K-Means restarts.

@@ -1,4 +1,4 @@
-"""Colored-CIFAR (seed section 2.3): any source with each image tinted red or green at random.
+"""Colored-CIFAR (paper section 2.3): any source with each image tinted red or green at random.
 
 The tint is the domain: each sample's luminance (ITU-R BT.601 weights) is
 multiplied by one RGB tint, the same tints the embedded world uses for its

@@ -1,7 +1,7 @@
-"""The domain critic D(h^p, y) and its Wasserstein losses (seed section 2.4, Eq. 2.1).
+"""The domain critic D(h^p, y) and its Wasserstein losses (paper section 2.4, Eq. 2.1).
 
 h^p must carry no domain information: the joint distribution of (h^p, y)
-must equal the product of its marginals. The seed measures the gap with the
+must equal the product of its marginals. The paper measures the gap with the
 Wasserstein distance in its dual form (Arjovsky et al. 2017),
 
     W = max_{D 1-Lipschitz} E[D(h^p_i, y_i)] - E[D(h^p_i, y_rand)],  y_rand ~ P(y),
@@ -9,7 +9,7 @@ Wasserstein distance in its dual form (Arjovsky et al. 2017),
 so the per-view term is L_i_d_invar = D(h^p_i, y_i) - D(h^p_i, y_rand). The
 critic D ascends it, with the gradient penalty of Gulrajani et al. (2017) in
 place of weight clipping; the encoder descends it (alternating gradient
-descent-ascent, section 2.4). The seed's D is an MLP with LeakyReLU
+descent-ascent, section 2.4). The paper's D is an MLP with LeakyReLU
 activations (section 2.4.1); the domain label enters as a one-hot vector
 concatenated to h^p.
 """

@@ -1,4 +1,4 @@
-"""Evaluation of DDM encoders: per-domain linear probes, prefix/invariant diagnostics and plots (seed chapter 2).
+"""Evaluation of DDM encoders: per-domain linear probes, prefix/invariant diagnostics and plots (paper chapter 2).
 
 * :func:`per_domain_accuracy`: the linear evaluation protocol of section 2.4.1
   (a linear classifier on frozen representations), one top-1 accuracy per

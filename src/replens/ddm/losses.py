@@ -1,7 +1,7 @@
-"""The domain-variant contrastive loss L_d_var of the seed's section 2.4.
+"""The domain-variant contrastive loss L_d_var of the paper's section 2.4.
 
 For the 2N views of a batch, with representations split into the domain
-prefix h^d = h[:, :k] and the invariant part h^p = h[:, k:], the seed defines
+prefix h^d = h[:, :k] and the invariant part h^p = h[:, k:], the paper defines
 for view i with domain y_i
 
     L_i_d_var = log( sum_j 1[j != i] 1[y_i = y_j] sim(h^d_i, h^d_j)

@@ -1,4 +1,4 @@
-"""``replens train --ddm``: the Domain-Disentanglement Module as a training plug-in (seed chapter 2).
+"""``replens train --ddm``: the Domain-Disentanglement Module as a training plug-in (paper chapter 2).
 
 With any SSL recipe of the engine, DDM
 
@@ -68,14 +68,14 @@ def default_prefix_dim(feature_dim: int, prefix_fraction: float = 1 / 16) -> int
     return max(1, round(feature_dim * prefix_fraction))
 
 
-@register_plugin("ddm", "Domain-Disentanglement Module: domain prefix + Wasserstein critic (seed ch. 2)")
+@register_plugin("ddm", "Domain-Disentanglement Module: domain prefix + Wasserstein critic (paper ch. 2)")
 class DDMPlugin(TrainPlugin):
-    """The DDM training plug-in (seed sections 2.4 and 2.5).
+    """The DDM training plug-in (paper sections 2.4 and 2.5).
 
     Args:
         prefix_dim: k, the size of the domain prefix (default ``r * prefix_fraction``).
         prefix_fraction: k / r when ``prefix_dim`` is not given (1/16).
-        temperature: tau of L_d_var's ``sim``. The seed does not give it; 0.5 (SimCLR's value on
+        temperature: tau of L_d_var's ``sim``. The paper does not give it; 0.5 (SimCLR's value on
             CIFAR): at 0.1 the prefix loss's pull (~1 / tau) dominated the critic's in short CPU
             runs on Colored-CIFAR and leaked more of the tint into h^p (domain share of h^p's
             variance 0.88 vs 0.71 at 0.5, 4 epochs of 2048 images).
@@ -86,7 +86,7 @@ class DDMPlugin(TrainPlugin):
         critic_hidden: Width of the critic's hidden layers.
         critic_layers: Number of hidden layers of the critic.
         critic_steps: Critic updates after each encoder step (5: n_critic of Gulrajani et al.'s
-            Algorithm 1; the seed only says "alternating", and one update per step leaves the
+            Algorithm 1; the paper only says "alternating", and one update per step leaves the
             critic unable to measure anything in short runs).
         gp_weight: Gradient-penalty weight (10, Gulrajani et al.).
         num_pseudo_domains: M: discover M pseudo-domains by robust clustering
@@ -97,7 +97,7 @@ class DDMPlugin(TrainPlugin):
         epsilon_decay: epsilon's factor per re-clustering.
         outlier_rule: ``"eq2.2"`` or ``"second_nearest"`` (see ``replens.ddm.clustering``).
         kmeans_init: K-Means restarts.
-        critic_normalize: Feed the critic h^p / ||h^p|| rather than h^p (the seed does not say).
+        critic_normalize: Feed the critic h^p / ||h^p|| rather than h^p (the paper does not say).
             The critic is 1-Lipschitz (gradient penalty), so on raw features its pull on the
             encoder does not grow as features shrink, while the cosine-based L_d_var and SSL
             losses pull with 1 / ||h||; on the unit sphere all terms share one scale.
@@ -106,7 +106,7 @@ class DDMPlugin(TrainPlugin):
 
     cli_options = {
         "ddm-domains": ("num_pseudo_domains", int,
-                        "DDM without domain labels: discover M pseudo-domains by robust clustering (seed 2.5)"),
+                        "DDM without domain labels: discover M pseudo-domains by robust clustering (paper 2.5)"),
     }
 
     def __init__(self, prefix_dim: int | None = None, prefix_fraction: float = 1 / 16, temperature: float = 0.5,

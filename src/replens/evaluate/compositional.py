@@ -1,4 +1,4 @@
-"""Compositionality benchmarks (seed section 6.5.3): ARO, Winoground and SugarCrepe.
+"""Compositionality benchmarks (paper section 6.5.3): ARO, Winoground and SugarCrepe.
 
 Scores:
 

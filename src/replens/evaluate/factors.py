@@ -1,9 +1,9 @@
 """What single features encode: the correlation ratio of every feature with a labelled factor of the data.
 
-Q-Score (seed section 3.3) and FALCON (chapter 4) read single features: a
+Q-Score (paper section 3.3) and FALCON (chapter 4) read single features: a
 discriminative feature is one that activates strongly on few samples, a
 feature group is named from its highly activating images. Both assume that
-single features carry the factor of interest (the class), as the seed finds
+single features carry the factor of interest (the class), as the paper finds
 for ImageNet encoders. Whether they do is measurable wherever the data
 label more than the class (the embedded world labels the render domain and
 the planted cue too): for a feature ``x`` and a factor ``g`` with levels ``k``,

@@ -1,12 +1,12 @@
-"""Few-shot and transfer linear evaluation of frozen representations (seed section 5.5.3, Table 5.2).
+"""Few-shot and transfer linear evaluation of frozen representations (paper section 5.5.3, Table 5.2).
 
 * **Few-shot** (k-shot): exactly ``k`` training samples per class are drawn
   (without replacement, a pure function of ``(seed, episode)``), the fixed
   linear probe of :mod:`replens.evaluate.probe` is fitted on them, and top-1
   is measured on the whole test set; the mean and standard deviation over
-  several episodes are reported. The seed uses 5-shot and 10-shot ImageNet.
+  several episodes are reported. The paper uses 5-shot and 10-shot ImageNet.
 * **Transfer** linear evaluation: the same fixed probe trained on the full
-  training split of a dataset the encoder never saw (the seed: iNaturalist,
+  training split of a dataset the encoder never saw (the paper: iNaturalist,
   DomainNet Painting, Food101, Places365), scored on its test split.
 
 Both reuse the library's probe protocol (standardised features, multinomial
@@ -72,7 +72,7 @@ def few_shot_accuracy(
     max_iter: int = 200,
     device: str | torch.device = "cpu",
 ) -> dict[str, dict[str, Any]]:
-    """k-shot linear-probe top-1 (percent) for each ``k`` in ``shots`` (seed Table 5.2, 5- and 10-shot).
+    """k-shot linear-probe top-1 (percent) for each ``k`` in ``shots`` (paper Table 5.2, 5- and 10-shot).
 
     Args:
         train_features, train_labels: The pool the shots are drawn from.

@@ -2,7 +2,7 @@
 
 The protocol is fixed so numbers are comparable across runs:
 
-* **Linear probe** (the linear evaluation protocol of the seed's sections
+* **Linear probe** (the linear evaluation protocol of the paper's sections
   2.4.1 and 3.4.1): features are standardised with the training set's mean and
   standard deviation; a multinomial logistic regression ``W h + b`` is fitted
   by full-batch L-BFGS (strong Wolfe line search) on the mean cross-entropy

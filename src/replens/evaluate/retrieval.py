@@ -1,4 +1,4 @@
-"""Image-text retrieval recall@K and the diagonal/off-diagonal similarity of seed section 6.5.2.
+"""Image-text retrieval recall@K and the diagonal/off-diagonal similarity of paper section 6.5.2.
 
 Text-to-image recall@K is the fraction of captions whose image is among the K
 images most similar to it; image-to-text recall@K the fraction of images with
@@ -11,7 +11,7 @@ Identical caption strings of different images make retrieval ambiguous (two
 scenes with the same description); :func:`caption_positives` counts any image
 that carries the exact caption as a correct match.
 
-Image-to-image retrieval (seed section 5.5.4, Figure 5.4): the top-K nearest
+Image-to-image retrieval (paper section 5.5.4, Figure 5.4): the top-K nearest
 neighbours of a query in representation space by cosine similarity
 (:func:`nearest_neighbours`), their label precision
 (:func:`neighbour_precision`) and the retrieval grid figure, one row per query
@@ -127,7 +127,7 @@ def similarity_contrast(
 ) -> dict[str, float]:
     """Mean cosine similarity of matched (diagonal) and unmatched (off-diagonal) image-text pairs.
 
-    Row ``i`` of both inputs is a matched pair (Figure 6.4 of the seed plots
+    Row ``i`` of both inputs is a matched pair (Figure 6.4 of the paper plots
     both over training; the authors' code averages the diagonal and the
     off-diagonal entries of the image-text cosine matrix).
 
@@ -155,7 +155,7 @@ def nearest_neighbours(
     exclude: Sequence[int] | np.ndarray | None = None,
     batch_size: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` bank rows by cosine similarity for each query (seed section 5.5.4).
+    """Top-``k`` bank rows by cosine similarity for each query (paper section 5.5.4).
 
     ``argmax_y x^T y / (||x|| ||y||)`` over the bank, best first; ties keep the
     lower bank index first.

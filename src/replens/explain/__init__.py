@@ -1,4 +1,4 @@
-"""FALCON (``replens.explain``): explain features and feature groups in words (seed chapter 4).
+"""FALCON (``replens.explain``): explain features and feature groups in words (paper chapter 4).
 
 Pieces, each usable alone:
 

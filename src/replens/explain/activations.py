@@ -1,4 +1,4 @@
-"""Highly and lowly activating images, feature groups (seed sections 4.2-4.3, Algorithm 1).
+"""Highly and lowly activating images, feature groups (paper sections 4.2-4.3, Algorithm 1).
 
 Facts from the authors' code that these functions follow:
 
@@ -9,7 +9,7 @@ Facts from the authors' code that these functions follow:
 * a sample's feature group is exactly its set of features at or above
   ``alpha`` (Algorithm 1), and a group needs more than 10 samples;
 * lowly activating candidates (Eq. 4.2) have every group feature below
-  ``epsilon`` (the seed's text, default: each feature's own mean,
+  ``epsilon`` (the paper's text, default: each feature's own mean,
   ``epsilon="feature"``; their code: the global mean of ``H``,
   ``epsilon="global"``), ranked by the dot product of their remaining features
   with the mean highly activating representation, kept at score >= ``beta``
@@ -135,9 +135,9 @@ def lowly_activating(
         features: (N, r) normalised representations.
         group: The feature group ``I``.
         highly: Indices of the highly activating samples ``T_I``.
-        epsilon: ``"feature"`` (each feature's own mean, the seed's text, section 4.2.2),
+        epsilon: ``"feature"`` (each feature's own mean, the paper's text, section 4.2.2),
             ``"global"`` (mean of the whole matrix, the authors' code) or a number.
-        beta: Smallest dot product kept (the seed's 0.7; the authors' code 0.3).
+        beta: Smallest dot product kept (the paper's 0.7; the authors' code 0.3).
         max_images: Most images returned.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Caption banks: the text dataset ``S`` of FALCON (seed section 4.2.1) and its search.
+"""Caption banks: the text dataset ``S`` of FALCON (paper section 4.2.1) and its search.
 
 A bank is a folder of float16 text-embedding shards plus their captions::
 
@@ -10,13 +10,13 @@ A bank is a folder of float16 text-embedding shards plus their captions::
     captions-00000.txt       n lines, one caption per line
 
 Shards may also live elsewhere (absolute paths in ``bank.json``): that is how
-precomputed LAION text embeddings (``text_emb_*.npy``, seed section 4.2.1:
+precomputed LAION text embeddings (``text_emb_*.npy``, paper section 4.2.1:
 "LAION also provides pre-computed text embeddings") are used in place by
 :func:`import_embedding_shards`.
 
 Captioning (:meth:`CaptionBank.search`) scores every caption of the bank for
 every image by ``softmax(logit_scale * image @ text)`` over **all** ``M``
-captions and keeps the top ``k`` (5 in the seed). The authors' code applies
+captions and keeps the top ``k`` (5 in the paper). The authors' code applies
 the softmax per shard and merges per-shard top-5 lists, which makes the
 probabilities depend on how the bank is sharded; we stream over the shards
 once with a running log-sum-exp, so the result is the exact global softmax
@@ -492,7 +492,7 @@ def fetch_laion400m_bank(shards: Sequence[int], *, progress: bool = True) -> Cap
     """The LAION-400M caption bank of ``shards``, downloaded into ``$XDG_CACHE_HOME/replens/laion400m`` on first use.
 
     Each shard is a ``text_emb_<i>.npy`` (ViT-B-32:openai text embeddings, used in
-    place) and its ``metadata_<i>.parquet`` captions (seed section 4.2.1), fetched
+    place) and its ``metadata_<i>.parquet`` captions (paper section 4.2.1), fetched
     through :func:`replens.hub.fetch_url` (resumable, atomic; LAION publishes no
     checksums; ``REPLENS_OFFLINE=1`` turns downloads off).
 

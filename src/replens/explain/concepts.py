@@ -1,4 +1,4 @@
-"""Concept extraction from captions (seed section 4.2.2, Figure 4.3, Eq. 4.1).
+"""Concept extraction from captions (paper section 4.2.2, Figure 4.3, Eq. 4.1).
 
 From every caption we keep a bag of words (nouns, verbs and adjectives) and
 its noun phrases, parsed with spaCy. As in the authors' code: captions are
@@ -38,7 +38,7 @@ __all__ = [
     "word_scores",
 ]
 
-#: Generic, non-conceptual words of image captions (seed section 4.2.2: "photo",
+#: Generic, non-conceptual words of image captions (paper section 4.2.2: "photo",
 #: "picture", "background" etc.). Unlike the authors' LAION list, it keeps
 #: "small", "left", "right" and "corner": in replens' world they are concepts.
 DEFAULT_DISCARD_WORDS: frozenset[str] = frozenset(

@@ -1,4 +1,4 @@
-"""Explaining failures of a downstream linear head with FALCON concepts (seed section 4.5, Figure 4.6).
+"""Explaining failures of a downstream linear head with FALCON concepts (paper section 4.5, Figure 4.6).
 
 For a linear head ``U`` (o x r) on representations ``h``, the most
 contributing features of a sample ``x_j`` with prediction ``y_j`` are
@@ -132,7 +132,7 @@ def explain_failures(
         groups: Explained feature groups (with concepts).
         names: Sample names.
         top_features: How many of the most contributing features to explain
-            (1 is the seed's ``argmax``).
+            (1 is the paper's ``argmax``).
         search_depth: When a contributing feature has no explanation (no
             group contains it and it has too few highly activating images),
             the next most contributing ones are explained on demand
@@ -221,6 +221,6 @@ def _explained_features(
         tops.append((f, float(contrib[f])))
         if best not in chosen:
             chosen.append(best)
-    if not tops:  # nothing explainable: still report the seed's argmax
+    if not tops:  # nothing explainable: still report the paper's argmax
         tops = [(int(order[0]), float(contrib[order[0]]))]
     return tops, chosen

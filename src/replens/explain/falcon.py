@@ -1,4 +1,4 @@
-"""FALCON: explain features and feature groups in words (seed chapter 4, Algorithm 1).
+"""FALCON: explain features and feature groups in words (paper chapter 4, Algorithm 1).
 
 The pipeline of Figures 4.1 and 4.3, for a target encoder ``f_theta``, a probe
 image set ``D``, a caption bank ``S`` and a vision-language model:
@@ -55,7 +55,7 @@ __all__ = ["Falcon", "FalconConfig", "FalconResult", "GroupExplanation", "comput
 
 #: ``alpha = mean(H) + 16 std(H)`` for single features (appendix B.3).
 SINGLE_FEATURE_ALPHA_STD: float = 16.0
-#: ``alpha = mean(H) + 5 std(H)`` for feature groups (the authors' code; the seed states none for groups).
+#: ``alpha = mean(H) + 5 std(H)`` for feature groups (the authors' code; the paper states none for groups).
 GROUP_ALPHA_STD: float = 5.0
 
 
@@ -75,7 +75,7 @@ def interpretability_threshold(vl_name: str) -> float:
 class FalconConfig:
     """Settings of FALCON.
 
-    Where the seed states a value, it is the default; the authors' code
+    Where the paper states a value, it is the default; the authors' code
     choices that differ stay available as values of the same fields:
 
     * ``min_score`` 0.08: the Word Score threshold of section 4.2.2 ("in
@@ -86,7 +86,7 @@ class FalconConfig:
       (``epsilon="global"``).
     * ``alpha_multiplier`` None: ``mean(H) + 16 std(H)`` for single features
       (appendix B.3) and the authors' ``mean(H) + 5 std(H)`` for groups (the
-      seed gives no multiplier for groups; section 4.3 allows a "less
+      paper gives no multiplier for groups; section 4.3 allows a "less
       rigorous" alpha for them).
 
     Attributes:
@@ -98,16 +98,16 @@ class FalconConfig:
             (:func:`interpretability_threshold`: the authors' 0.8 for CLIP, 0.5 for the embedded tiny CLIP).
         cam_threshold: Grad-CAM binarisation threshold.
         gradcam_layer: Stage whose blocks Grad-CAM hooks (default: the last).
-        epsilon: Lowly activating bound of Eq. 4.2: ``"feature"`` (each feature's mean, the seed's
+        epsilon: Lowly activating bound of Eq. 4.2: ``"feature"`` (each feature's mean, the paper's
             text, default), ``"global"`` (mean of the whole matrix, the authors' code) or a number.
-        beta: Lowest dot product of a lowly activating image (Eq. 4.2; the seed's 0.7, the code's 0.3).
+        beta: Lowest dot product of a lowly activating image (Eq. 4.2; the paper's 0.7, the code's 0.3).
         max_lowly: Most lowly activating images.
         top_captions: Captions kept per image (5).
         logit_scale: Softmax multiplier of captioning (100).
         lowly_threshold: Terms scoring at least this on the lowly images are discarded.
         top_words: Words reported per group (8).
         top_phrases: Noun phrases reported per group (8).
-        min_score: Lowest reported Word Score (the seed's 0.08, section 4.2.2; 0 reproduces the code).
+        min_score: Lowest reported Word Score (the paper's 0.08, section 4.2.2; 0 reproduces the code).
         max_groups: Explain at most this many groups (largest first; None: all).
         max_images: Use at most this many highly activating images per group,
             the strongest first (None: all, as the authors).

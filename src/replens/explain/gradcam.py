@@ -1,4 +1,4 @@
-"""Grad-CAM crops of highly activating images (seed section 4.2.1, Figure 4.1).
+"""Grad-CAM crops of highly activating images (paper section 4.2.1, Figure 4.1).
 
 Grad-CAM itself is :mod:`replens.models.gradcam` (the one implementation,
 shared with the saliency of section 3.5) with the target

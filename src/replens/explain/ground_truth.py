@@ -1,6 +1,6 @@
-"""Ground-truth evaluation of FALCON concepts on the embedded world (seed section 4.4, Table 4.1).
+"""Ground-truth evaluation of FALCON concepts on the embedded world (paper section 4.4, Table 4.1).
 
-The seed measures concept quality with a human study: participants mark each
+The paper measures concept quality with a human study: participants mark each
 of a feature's top 6 concepts as related to its highly activating images
 (Group A) and not to its lowly activating images (Group B); precision and
 recall are reported for the top ``K`` concepts. The world knows every image's
@@ -12,7 +12,7 @@ true concepts, so the judgement is exact here:
   ``majority`` of the group's highly activating images, and **discriminative**
   when, in addition, it is present in fewer than ``majority`` of its lowly
   activating images (the study's "related to Group A and not Group B");
-* precision@K: related concepts among the top K; recall@K (the seed's
+* precision@K: related concepts among the top K; recall@K (the paper's
   definition): related concepts among the top K over related concepts among
   the top 6; absolute recall@K: over all true words related to the group.
 
@@ -92,7 +92,7 @@ def precision_recall_at_k(
     Args:
         groups: Explained groups (with ``words``).
         image_concepts: True concepts of every representation row.
-        ks: The K values (the seed's Table 4.1 uses 1 to 6).
+        ks: The K values (the paper's Table 4.1 uses 1 to 6).
         majority: Presence fraction for "related".
         discriminative: Judge "related to A and not B" (True, the study's
             question) or "related to A" only.

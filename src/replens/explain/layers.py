@@ -1,4 +1,4 @@
-"""Explaining features of intermediate layers with FALCON (seed appendix B.6, Figure B.8).
+"""Explaining features of intermediate layers with FALCON (paper appendix B.6, Figure B.8).
 
 :class:`LayerRepresentation` turns a backbone into the encoder of one of its
 intermediate layers: its output is that layer's globally average-pooled

@@ -1,4 +1,4 @@
-"""FALCON as one call (seed chapter 4): :func:`explain` returns :class:`Explanations`.
+"""FALCON as one call (paper chapter 4): :func:`explain` returns :class:`Explanations`.
 
 It finds an encoder's interpretable feature groups on a probe set and explains
 them with concepts (sections 4.2-4.3); optionally it explains mis-classified
@@ -244,7 +244,7 @@ def explain(
     seed: int = 0,
     progress: bool = False,
 ) -> Explanations:
-    """Explain an encoder's feature groups in words with FALCON (seed chapter 4).
+    """Explain an encoder's feature groups in words with FALCON (paper chapter 4).
 
     Args:
         model: The encoder (:class:`~replens.models.Backbone`).

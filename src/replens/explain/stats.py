@@ -1,4 +1,4 @@
-"""Cross-model statistics of FALCON explanations (seed appendices B.1 and B.3, Table B.1, Figures B.1 and B.2).
+"""Cross-model statistics of FALCON explanations (paper appendices B.1 and B.3, Table B.1, Figures B.1 and B.2).
 
 * :func:`group_concepts`: the concept words of one explained group;
 * :func:`concept_statistics`: interpretable groups, unique concepts and the

@@ -1,14 +1,14 @@
-"""Transferring concepts to a new representation space (seed section 4.6, Eq. 4.3, Figure 4.7).
+"""Transferring concepts to a new representation space (paper section 4.6, Eq. 4.3, Figure 4.7).
 
 A linear map ``Z`` (r_target x r_source) is learned on one probe set so that
 ``Z^T h_target ~ h_source`` (Eq. 4.3): by least squares (default), or as the
-seed does, a bias-free linear head trained with SGD, learning rate 1, for 10
+paper does, a bias-free linear head trained with SGD, learning rate 1, for 10
 epochs (``method="sgd"``). A source feature ``i``
 maps to the target features ``j`` whose weight ``Z[j, i]`` exceeds
 ``mean(Z) + 4 std(Z)`` (over the whole weight distribution), and the concepts
 of an explained source group are carried to the union of its features' maps.
 
-The transfer is checked the way the seed does it: the target's own highly
+The transfer is checked the way the paper does it: the target's own highly
 activating images of the mapped features should show the transferred
 concepts (:func:`carry_rate`).
 """
@@ -50,9 +50,9 @@ def learn_transfer(
         target: (N, r_t) target-model representations of the probe set.
         source: (N, r_s) source-model representations of the same images.
         method: ``"lstsq"`` (the exact minimiser of Eq. 4.3) or ``"sgd"``
-            (the seed's recipe: mini-batch SGD on the mean squared error of a
+            (the paper's recipe: mini-batch SGD on the mean squared error of a
             bias-free linear head, from zero). On small probe sets of
-            L2-normalised representations the seed's 10 epochs at learning
+            L2-normalised representations the paper's 10 epochs at learning
             rate 1 are far from converged (a few hundred steps on gradients of
             size ~1e-3), so least squares is the default.
         epochs: SGD epochs (10).

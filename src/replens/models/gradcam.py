@@ -6,8 +6,8 @@ extension points and the choices replens makes everywhere:
 * a **target** is any callable from one sample's (r,) representation to a
   scalar (pytorch-grad-cam's target protocol). Two ship here:
   :class:`FeatureGroupTarget` (the sum of a feature group, FALCON's target,
-  seed section 4.2.1) and :class:`DiscriminativeSetTarget` (the sum of a
-  sample's highly activating discriminative features, the saliency of seed
+  paper section 4.2.1) and :class:`DiscriminativeSetTarget` (the sum of a
+  sample's highly activating discriminative features, the saliency of paper
   section 3.5);
 * the **layers** hooked come from :meth:`Backbone.find_layer
   <replens.models.Backbone.find_layer>` through :func:`cam_layers`: every
@@ -62,7 +62,7 @@ class FeatureGroupTarget:
 
 
 class DiscriminativeSetTarget:
-    """Grad-CAM target: the sum of a sample's highly activating discriminative features (seed section 3.5).
+    """Grad-CAM target: the sum of a sample's highly activating discriminative features (paper section 3.5).
 
     ``L_i`` (features above ``mean + eps * std`` of the L2-normalised
     representation) is recomputed from the detached model output, so one

@@ -1,4 +1,4 @@
-"""Representation quality (seed chapter 3): discriminative features, Q-Score, failure prediction,
+"""Representation quality (paper chapter 3): discriminative features, Q-Score, failure prediction,
 compression, peer metrics, Q-Score regularised fine-tuning and saliency IoU.
 
 The whole pipeline in one call (what ``replens qscore`` runs)::

@@ -1,4 +1,4 @@
-"""Compressing representations with discriminative features (seed Figures 3.2, A.5, A.7).
+"""Compressing representations with discriminative features (paper Figures 3.2, A.5, A.7).
 
 For each kept fraction ``f`` of the ``r`` features, a linear probe (the fixed
 protocol of ``replens.evaluate``) is trained on the training split and scored

@@ -1,4 +1,4 @@
-"""Q-Score as a zero-shot predictor of linear-probe failures (seed section 3.4, Figure 3.4).
+"""Q-Score as a zero-shot predictor of linear-probe failures (paper section 3.4, Figure 3.4).
 
 A linear probe (``replens.evaluate.fit_linear_probe``, the fixed protocol) is
 fitted on a training split; each test sample is *correct* or *mis-classified*.
@@ -6,7 +6,7 @@ The Q-Score is then scored as a predictor of correctness with scikit-learn:
 
 * ``auroc``: ``roc_auc_score(correct, Q)``;
 * ``auprc``: ``average_precision_score(correct, Q)``: correct samples are
-  the positive class, as in the seed (its AUPRC of up to 91 reflects probes
+  the positive class, as in the paper (its AUPRC of up to 91 reflects probes
   that are right on most samples; ``correct_rate`` is the chance level);
 * ``auprc_failure``: ``average_precision_score(1 - correct, -Q)``, the same
   question from the side of the failures (chance level ``1 - correct_rate``).

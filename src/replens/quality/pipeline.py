@@ -1,4 +1,4 @@
-"""The Q-Score pipeline as one call (seed chapter 3): :func:`score` returns a :class:`QScoreReport`.
+"""The Q-Score pipeline as one call (paper chapter 3): :func:`score` returns a :class:`QScoreReport`.
 
 From a folder of streamed representations (``replens embed``), or from an
 encoder and a data source (the representations are streamed to ``work_dir``
@@ -63,7 +63,7 @@ class QScoreConfig:
     """Settings of :func:`score` (the defaults are ``replens qscore``'s).
 
     Attributes:
-        eps: Highly activating threshold ``mean + eps * std`` of ``L_i`` (section 3.3.1; 4 in the seed for r = 2048).
+        eps: Highly activating threshold ``mean + eps * std`` of ``L_i`` (section 3.3.1; 4 in the paper for r = 2048).
         band: Percentile band of ``A_j`` that defines the discriminative set D (section 3.3.1).
         features: A ``feature_sets.json`` fixing D instead of the band.
         labels: Use labels: failure prediction (a linear probe) and the compression curve.

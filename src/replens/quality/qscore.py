@@ -1,6 +1,6 @@
-"""Highly activating features, discriminative features and the Q-Score (seed chapter 3).
+"""Highly activating features, discriminative features and the Q-Score (paper chapter 3).
 
-Definitions (seed sections 3.3, 3.3.1 and 3.4), on L2-normalised
+Definitions (paper sections 3.3, 3.3.1 and 3.4), on L2-normalised
 representations ``h_i / ||h_i||`` of ``N`` samples with ``r`` features:
 
 * highly activating set ``L_i = {j : h_ij > mu_i + eps * sigma_i}`` with
@@ -11,7 +11,7 @@ representations ``h_i / ||h_i||`` of ``N`` samples with ``r`` features:
   ``A`` lies in ``[lower, upper)`` (default ``[50, 95)``). Features are sorted
   by ascending ``A_j`` (ties by feature index, a stable sort); the feature at
   sorted position ``k`` (0-based) has percentile rank ``100 k / r``. This is
-  the seed's "compute the percentile for each point in the distribution A"
+  the paper's "compute the percentile for each point in the distribution A"
   (section 3.3.1); a rank band keeps ``|D|`` fixed (``0.45 r`` by default)
   even when many features share ``A_j = 0``;
 * Q-Score (Eq. 3.1) ``Q_i = 1 / |L_i & D| * sum_{j in L_i & D} (h_ij - mu_i)``;
@@ -92,10 +92,10 @@ DEFAULT_BAND = (50.0, 95.0)
 def eps_for_dim(dim: int) -> float:
     """The ``epsilon`` of ``L_i`` from the representation size alone: ``log2(r) / 4``, clipped to [1.5, 4].
 
-    The seed selects eps = 4 empirically for ResNet-50 (r = 2048, section 3.3). Smaller
+    The paper selects eps = 4 empirically for ResNet-50 (r = 2048, section 3.3). Smaller
     representations have fewer features in their tail, so the same eps leaves most ``L_i``
     empty; a quarter of ``log2(r)`` gives 1.5 at r = 64 (CIFAR ResNet-20), 2 at r = 256
-    (the world's small_cnn) and reaches the seed's 4 at r = 65,536. The rule depends on r
+    (the world's small_cnn) and reaches the paper's 4 at r = 65,536. The rule depends on r
     only, never on labels or a test split.
     """
     if dim < 1:
@@ -460,7 +460,7 @@ class QScoreStream:
             result = stream.result(band=(50, 95))
 
     Args:
-        eps: The ``epsilon`` of ``L_i`` (section 3.3; 4 in the seed).
+        eps: The ``epsilon`` of ``L_i`` (section 3.3; 4 in the paper).
         spill_dir: Folder for the temporary spill file (default: the system temp dir).
         background: Run stage 2 of each block on a background thread (see the module docstring).
     """

@@ -1,4 +1,4 @@
-"""Q-Score regularised fine-tuning (seed Eq. 3.3) and the lasso baseline (Table 3.1), as training plug-ins.
+"""Q-Score regularised fine-tuning (paper Eq. 3.3) and the lasso baseline (Table 3.1), as training plug-ins.
 
 Eq. 3.3 maximises, for a batch of ``2N`` representations ``H`` (the two views'
 online representations, ``out["h"]`` of every recipe),
@@ -22,13 +22,13 @@ flows through ``mu_i`` and the normalisation). ``H`` in the L1 term is the
 L2-normalised matrix too (``normalize=False`` uses the raw one).
 
 Discriminative features ``D``: from a ``feature_sets.json`` written by
-``replens qscore`` on the pre-trained model (``features=PATH``, the seed's
+``replens qscore`` on the pre-trained model (``features=PATH``, the paper's
 protocol: "we discover discriminative features for each pre-trained model
 using the train set"), or, without one, re-estimated every step from running
 counts of ``L_i`` over all training representations seen so far (buffers,
 checkpointed with the model, so resume is exact).
 
-The seed fine-tunes pre-trained encoders at a low learning rate (1e-5, 50
+The paper fine-tunes pre-trained encoders at a low learning rate (1e-5, 50
 epochs, LARS) with ``lambda1 = lambda2 = 1e-4``::
 
     replens train --data D --method byol --from PRETRAINED --qscore-reg --lr 1e-5 --set optimizer=lars
@@ -99,8 +99,8 @@ class QScoreRegularizer(TrainPlugin):
     """Eq. 3.3 for every SSL recipe of the engine (see the module docstring).
 
     Args:
-        lambda1: Weight of the Q-Score term (1e-4 in the seed).
-        lambda2: Weight of the column-L1 term (1e-4 in the seed).
+        lambda1: Weight of the Q-Score term (1e-4 in the paper).
+        lambda2: Weight of the column-L1 term (1e-4 in the paper).
         eps: ``epsilon`` of ``L_i``.
         lower: Lower percentile of the ``D`` band (running estimate).
         upper: Upper percentile of the ``D`` band (running estimate).
@@ -180,7 +180,7 @@ class LassoRegularizer(TrainPlugin):
     (``normalize=True`` penalises the L2-normalised ones).
 
     Args:
-        weight: Coefficient (1e-4, the seed's lambda for Q-Score, by default).
+        weight: Coefficient (1e-4, the paper's lambda for Q-Score, by default).
         normalize: Penalise L2-normalised representations.
     """
 

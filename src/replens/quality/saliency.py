@@ -1,9 +1,9 @@
-"""Saliency IoU of discriminative features against core and spurious masks (seed section 3.5).
+"""Saliency IoU of discriminative features against core and spurious masks (paper section 3.5).
 
 For image ``i``, the Grad-CAM heatmap (:mod:`replens.models.gradcam`) of its discriminative
 features uses the target ``sum_{j in L_i & D} h_ij`` (the sample's own highly
 activating discriminative features, recomputed from the model output; the
-seed "combines each individual feature heatmap") at the last stage of the
+paper "combines each individual feature heatmap") at the last stage of the
 backbone. With ``Ar_i = {p : cam_i(p) > threshold}`` the heatmap area and
 ``s(X) = sum_{p in X} cam_i(p)`` the heat inside a region,
 

@@ -1,4 +1,4 @@
-"""The format transform's dual encoder (seed section 5.6.1, Figure 5.5).
+"""The format transform's dual encoder (paper section 5.6.1, Figure 5.5).
 
 One encoder ``g_im`` sees image views, a second encoder ``g_freq`` of the
 same architecture sees frequency images (``replens.augment.frequency_image``:

@@ -1,4 +1,4 @@
-"""Fourier Domain Augmentations as a training plug-in for every SSL recipe (seed chapter 5).
+"""Fourier Domain Augmentations as a training plug-in for every SSL recipe (paper chapter 5).
 
 ``replens train --fda`` inserts the four FDA operations of section 5.4 with
 the probabilities and ranges of Table C.2 into the recipe's LEFT view, right

@@ -1,6 +1,6 @@
-"""Supervised and l2-robust reference encoders as a recipe of the one loop (seed appendices A.7, B.1, B.6).
+"""Supervised and l2-robust reference encoders as a recipe of the one loop (paper appendices A.7, B.1, B.6).
 
-The seed compares the Q-Score of self-supervised representations with that of
+The paper compares the Q-Score of self-supervised representations with that of
 a supervised ResNet and its robust version under the l2 threat model
 (Figure A.9, following Engstrom et al. 2020), and explains the features of a
 supervised ResNet with FALCON (Table B.1, Figure B.8). The ``supervised``

@@ -1,5 +1,5 @@
 """Visual Token Encoder (``replens.tokens``): object and relation tokens, ranked additive attention,
-CLIP-style training, retrieval and compositionality (seed chapter 6).
+CLIP-style training, retrieval and compositionality (paper chapter 6).
 
 Pipeline::
 

@@ -1,8 +1,8 @@
-"""The Visual Token Encoder with ranked additive attention (seed section 6.4.2).
+"""The Visual Token Encoder with ranked additive attention (paper section 6.4.2).
 
 Each sample ``T_i = {I} u V u U`` is embedded as
 
-* ``I``: a 3-layer MLP with ReLU (the seed's projection of the concatenated
+* ``I``: a 3-layer MLP with ReLU (the paper's projection of the concatenated
   segmenter features) plus the type embedding ``p_l``;
 * ``v in V``: a linear projection of the mask embedding plus ``p_v`` (plus a
   linear embedding of the object's box, see below);
@@ -51,7 +51,7 @@ __all__ = [
     "preset_config",
 ]
 
-#: Width, layers and heads of the named presets. ``paper`` is the seed's
+#: Width, layers and heads of the named presets. ``paper`` is the paper's
 #: setting (section 6.5.1); the others are for CPUs.
 PRESETS: dict[str, tuple[int, int, int]] = {
     "paper": (512, 8, 8),
@@ -66,14 +66,14 @@ class TokenEncoderConfig:
     """Architecture of the Visual Token Encoder (and of the matched ViT baseline).
 
     Attributes:
-        width: Transformer width (512 in the seed).
+        width: Transformer width (512 in the paper).
         layers: Transformer layers (8).
         heads: Attention heads (8).
         mlp_ratio: Feed-forward size over width.
         dropout: Dropout in the transformer layers.
         embed_dim: Output size (the text tower's joint embedding size).
         additive_attention: Add the learned rank biases of Eq. 6.1 to the
-            attention logits (False: the seed's ablation).
+            attention logits (False: the paper's ablation).
         box_embedding: Add a linear embedding of each object's box to its token (see module docs).
         pool: ``"mean"`` over the sample's tokens (the authors' code averages
             over positions; here padding is left out) or ``"image"`` (the ``I`` token).
@@ -224,7 +224,7 @@ def _mlp(in_dim: int, width: int, layers: int) -> nn.Sequential:
 
 
 class VisualTokenEncoder(nn.Module):
-    """``f(.)`` of the seed's Figure 6.1: visual tokens in, one image embedding ``s`` out.
+    """``f(.)`` of the paper's Figure 6.1: visual tokens in, one image embedding ``s`` out.
 
     Inputs of every type go through a LayerNorm first (our choice: the
     extractors' feature scales differ by orders of magnitude).

@@ -1,10 +1,10 @@
-"""Token extraction (seed section 6.4.1): scene graphs in, :class:`VisualTokens` out.
+"""Token extraction (paper section 6.4.1): scene graphs in, :class:`VisualTokens` out.
 
 Every extractor reduces an image to a :class:`SceneGraph` (object boxes, masks,
 names and ``(subject, object, predicate)`` relations) and then to tokens the
 same way (:class:`GraphTokenizer`):
 
-* ``I``: each chosen backbone layer 2-D average pooled, concatenated (the seed
+* ``I``: each chosen backbone layer 2-D average pooled, concatenated (the paper
   pools every layer of its segmenter and concatenates);
 * ``V``: mask embeddings, the backbone's feature maps averaged under each
   object's mask (weighted by the fraction of each feature cell the mask

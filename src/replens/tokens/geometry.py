@@ -1,6 +1,6 @@
-"""Geometric relation predicates between detected objects (for extractor (b), seed section 6.4.1).
+"""Geometric relation predicates between detected objects (for extractor (b), paper section 6.4.1).
 
-The seed extracts relations with RAM, a relation model trained on PSG; no such
+The paper extracts relations with RAM, a relation model trained on PSG; no such
 model can be downloaded here, so real images get predicates read off the
 geometry of the detections instead, in the vocabulary of the embedded world
 (:data:`replens.world.RELATIONS`) plus ``inside`` and ``overlapping``:

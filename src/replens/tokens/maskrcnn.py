@@ -1,11 +1,11 @@
-"""Extractor (b): torchvision Mask R-CNN with geometric relation predicates (seed section 6.4.1).
+"""Extractor (b): torchvision Mask R-CNN with geometric relation predicates (paper section 6.4.1).
 
-The seed segments with SEEM and relates objects with RAM. Neither can be
+The paper segments with SEEM and relates objects with RAM. Neither can be
 downloaded here; torchvision's COCO Mask R-CNN (ResNet-50 FPN) plays the
 segmenter and :func:`~replens.tokens.geometry.geometric_relations` plays the
 relation model:
 
-* detections scoring at least ``score_threshold`` (0.9, the seed's SEEM
+* detections scoring at least ``score_threshold`` (0.9, the paper's SEEM
   threshold), at most ``max_objects``, most confident first;
 * ``I``: each FPN level average pooled over the image (padding excluded), concatenated;
 * ``V``: each FPN level mask pooled under each detection's mask, concatenated;

@@ -1,14 +1,14 @@
-"""Image-side encoders and the dual (image, text) model trained CLIP-style (seed sections 6.4.2, 6.5.1).
+"""Image-side encoders and the dual (image, text) model trained CLIP-style (paper sections 6.4.2, 6.5.1).
 
 One :class:`DualEncoder` pairs a VL model's text tower ``g(.)`` (fine-tuned
-alongside, as the seed fine-tunes CLIP's text encoder) with one of four image
+alongside, as the paper fine-tunes CLIP's text encoder) with one of four image
 sides, all trained by the same loop (:mod:`replens.tokens.train`):
 
 * ``tokens``: the Visual Token Encoder with ranked additive attention;
-* ``tokens-no-attn``: the same without the rank biases (the seed's ablation);
+* ``tokens-no-attn``: the same without the rank biases (the paper's ablation);
 * ``vit``: a patch ViT of the same width, depth and heads trained from scratch
-  (the seed's ViT-s/16 baseline; timm's ``VisionTransformer``);
-* ``vl-image``: the VL model's own image tower, fine-tuned (the seed's CLIP FT).
+  (the paper's ViT-s/16 baseline; timm's ``VisionTransformer``);
+* ``vl-image``: the VL model's own image tower, fine-tuned (the paper's CLIP FT).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ __all__ = [
 #: Image sides the trainer knows.
 ENCODERS: dict[str, str] = {
     "tokens": "Visual Token Encoder with ranked additive attention (section 6.4.2)",
-    "tokens-no-attn": "Visual Token Encoder without additive attention (the seed's ablation)",
-    "vit": "patch ViT of matched width/depth/heads, from scratch (the seed's ViT-s/16)",
-    "vl-image": "the VL model's own image tower, fine-tuned (the seed's CLIP FT)",
+    "tokens-no-attn": "Visual Token Encoder without additive attention (the paper's ablation)",
+    "vit": "patch ViT of matched width/depth/heads, from scratch (the paper's ViT-s/16)",
+    "vl-image": "the VL model's own image tower, fine-tuned (the paper's CLIP FT)",
 }
 MODEL_FORMAT = "replens-token-model-1"
 

@@ -58,7 +58,7 @@ class ExtractConfig:
         layers: Backbone layers to pool (None: its top-level stages).
         vl: VL model for the predicate embeddings (``load_vl_model`` spec; None: the tiny CLIP).
         maskrcnn_weights: Mask R-CNN weights file (None: torch's hub cache).
-        score_threshold: Mask R-CNN detection threshold (the seed: 0.9).
+        score_threshold: Mask R-CNN detection threshold (the paper: 0.9).
         max_objects: Mask R-CNN detections kept per image.
         scene_graphs: Scene-graph JSON file (scene-graph extractor).
         graph_format: ``vg`` (Visual Genome) or ``psg``.

@@ -1,4 +1,4 @@
-"""One image as visual tokens (seed section 6.4.1) and its attention rank matrix (Eq. 6.1).
+"""One image as visual tokens (paper section 6.4.1) and its attention rank matrix (Eq. 6.1).
 
 An image ``x`` becomes
 
@@ -35,7 +35,7 @@ __all__ = [
     "rank_matrix",
 ]
 
-#: Token context length of the authors' code (seed section 6.5.1).
+#: Token context length of the authors' code (paper section 6.5.1).
 CONTEXT_LENGTH = 77
 #: Neighbours per object (Eq. 6.1: ranks 4, 3, 2, 1 for the 1st..4th nearest).
 N_NEIGHBOURS = 4
@@ -51,7 +51,7 @@ MAX_RANK = 7
 
 @dataclass
 class VisualTokens:
-    """The visual tokens of one image (seed section 6.4.1).
+    """The visual tokens of one image (paper section 6.4.1).
 
     Attributes:
         image_features: ``I``, shape (d_i,).

@@ -1,6 +1,6 @@
-"""Extractor (c): scene graphs from Visual Genome or PSG JSON (seed section 6.4.1).
+"""Extractor (c): scene graphs from Visual Genome or PSG JSON (paper section 6.4.1).
 
-The seed notes that scene-graph datasets "provide pre-defined image graphs
+The paper notes that scene-graph datasets "provide pre-defined image graphs
 with object and relationship sets" that can replace the segmenter and the
 relation model. Two public formats are read:
 

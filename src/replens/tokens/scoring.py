@@ -1,4 +1,4 @@
-"""Evaluate token models: retrieval (seed section 6.5.2) and compositional sets (section 6.5.3).
+"""Evaluate token models: retrieval (paper section 6.5.2) and compositional sets (section 6.5.3).
 
 Works for every image side of :class:`~replens.tokens.model.DualEncoder`:
 token encoders read visual tokens (a token cache, or tokens made on the fly
@@ -29,7 +29,7 @@ __all__ = [
     "text_embedder",
 ]
 
-#: Names of the world's sets in the seed's benchmark terms.
+#: Names of the world's sets in the paper's benchmark terms.
 SET_NAMES = {
     "relation_swap": "VG-Relation-like",
     "attribute_swap": "VG-Attribution-like",

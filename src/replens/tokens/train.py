@@ -1,11 +1,11 @@
-"""CLIP-style training of the Visual Token Encoder and its baselines (seed sections 6.4.2, 6.5.1).
+"""CLIP-style training of the Visual Token Encoder and its baselines (paper sections 6.4.2, 6.5.1).
 
 One loop trains every image side of :mod:`replens.tokens.model` against the
 VL model's text tower, fine-tuned alongside, with open_clip's ``ClipLoss``
 (the symmetric InfoNCE of CLIP over the batch), AdamW and a linear warm-up
-followed by cosine decay (the seed: warm-up for a tenth of training).
+followed by cosine decay (the paper: warm-up for a tenth of training).
 
-* Every step draws one caption per image at random (the seed samples 1 of
+* Every step draws one caption per image at random (the paper samples 1 of
   COCO's 5 captions); the draw, the data order and dropout are pure functions
   of ``(seed, step)``, so ``resume`` continues exactly where a run stopped.
 * Checkpoints (``checkpoint.pt``) hold plain tensors and numbers, are written
@@ -56,11 +56,11 @@ class TokenTrainConfig:
         patch_size: ViT patch side.
         image_size: ViT input side (None: the images' side).
         steps: Optimiser steps.
-        batch_size: Image-caption pairs per step (the seed: 256).
+        batch_size: Image-caption pairs per step (the paper: 256).
         lr: Peak learning rate of the image side.
         text_lr: Peak learning rate of the text tower and temperature (None: ``lr``).
         weight_decay: AdamW weight decay (matrices only).
-        warmup_fraction: Fraction of steps of linear warm-up (the seed: 10 of 100 epochs).
+        warmup_fraction: Fraction of steps of linear warm-up (the paper: 10 of 100 epochs).
         eval_every: Steps between held-out evaluations (0: only at the end).
         eval_caption: Which caption of each held-out image is the retrieval query.
         max_eval: Held-out images used by the evaluations.

@@ -1,4 +1,4 @@
-"""Scene graphs of the embedded world's compositional sets (seed section 6.5.3 on the world).
+"""Scene graphs of the embedded world's compositional sets (paper section 6.5.3 on the world).
 
 :mod:`replens.world.compositional` returns images and captions but no masks;
 a token encoder needs the objects' masks and relations. The sets are rendered

@@ -1,6 +1,6 @@
 """A vision-language model behind one small interface: :class:`VLModel`.
 
-FALCON (seed section 4.2.1) needs a CLIP-like model with an image encoder
+FALCON (paper section 4.2.1) needs a CLIP-like model with an image encoder
 ``g_im`` and a text encoder ``g_tx`` whose L2-normalised outputs are compared
 by cosine similarity. :class:`VLModel` wraps any open_clip ``CLIP`` together
 with its tokenizer and preprocessing, so callers never touch open_clip

@@ -5,7 +5,7 @@ custom configuration (a small image tower, open_clip's ModifiedResNet by
 default or a ViT, and a small text transformer with open_clip's BPE tokenizer)
 and trains it on the embedded world's captions with open_clip's ``ClipLoss``
 (``replens vl train``). It is the default vision-language model of FALCON
-(seed section 4.2.1, where CLIP ViT-B/32 plays this role) when no other is
+(paper section 4.2.1, where CLIP ViT-B/32 plays this role) when no other is
 given.
 
 Training pairs come from the world's ground truth (:func:`world_training_items`):

@@ -3,7 +3,7 @@ multi-domain scene dataset with the ground truth real datasets lack.
 
 Scenes hold 1 to 3 objects (shape, colour, texture, size); the class is the
 shape of the main object. Images are rendered in PACS-like domains (photo,
-cartoon, sketch, painting) and the Colored-CIFAR tints of the seed's section
+cartoon, sketch, painting) and the Colored-CIFAR tints of the paper's section
 2.3, with instance masks, boxes, relations, template captions, true concepts
 and core/spurious masks (section 3.5), a spurious-correlation knob, and
 ARO/Winoground-like compositional sets (section 6.5.3).

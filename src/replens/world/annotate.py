@@ -3,7 +3,7 @@
 Boxes are measured on the rendered segmentation (tight around the visible
 pixels), and relations are read off the box centres, so the annotations agree
 with the pixels by construction. Captions follow a few fixed templates over
-the closed vocabulary, which is what the caption banks of FALCON (seed section
+the closed vocabulary, which is what the caption banks of FALCON (paper section
 4.2) and the compositional benchmarks (section 6.5.3) need.
 """
 

@@ -1,6 +1,6 @@
 """Compositional test sets rendered from edited scene specifications.
 
-ARO-like sets (seed section 6.5.3): an image with its true caption and
+ARO-like sets (paper section 6.5.3): an image with its true caption and
 distractors that use the same words with the attributes swapped between the
 objects (VG-Attribution), the relation reversed (VG-Relation) or the word
 order shuffled (COCO/Flickr-Order). Winoground-like sets: two images and two

@@ -20,11 +20,11 @@ class WorldConfig:
         size: Image side in pixels (at least 16).
         domains: Render domains, a subset of :data:`~replens.world.vocab.DOMAINS`;
             each image gets one, uniformly. Use ``("tint_red", "tint_green")`` for
-            the Colored-CIFAR setting of the seed's section 2.3.
+            the Colored-CIFAR setting of the paper's section 2.3.
         seed: Seed of every random choice.
         spurious: Probability, in the train split only, that the spurious cue
             (see ``spurious_cue``) is tied to the class; in the test split the
-            cue is always independent of the class (seed section 3.5).
+            cue is always independent of the class (paper section 3.5).
         spurious_cue: ``"marker"``: a coloured patch in a random corner, one
             colour per class; ``"background"``: the background colour, one per class.
         test_fraction: Fraction of ``n`` in the test split (rounded).

@@ -169,7 +169,7 @@ class WorldDataset(ImageSource):
         return self._resize(seg[None] == np.arange(1, k + 1, dtype=np.uint8)[:, None, None])
 
     def core_mask(self, index: int) -> np.ndarray:
-        """(H, W) bool pixels of the main object (seed section 3.5: the core region)."""
+        """(H, W) bool pixels of the main object (paper section 3.5: the core region)."""
         return self._resize((self.segmentation(index) == 1)[None])[0]
 
     def spurious_mask(self, index: int) -> np.ndarray:

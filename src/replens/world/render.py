@@ -3,7 +3,7 @@
 Objects are rasterised in small per-object windows (one numpy expression per
 shape for all objects of that shape in the batch) and scattered into a padded
 canvas with flat indices; no Python loop runs over pixels or scenes. Domain
-styles (seed section 2.3 for the Colored-CIFAR tints, PACS for the others) then
+styles (paper section 2.3 for the Colored-CIFAR tints, PACS for the others) then
 act on whole groups of images.
 
 Pixel noise comes from a counter-based hash of ``(noise_seed, y, x)``, so a
@@ -387,7 +387,7 @@ def _style_painting(layers: _Layers) -> np.ndarray:
 
 
 def _style_tint(layers: _Layers) -> np.ndarray:
-    """Colored-CIFAR (seed section 2.3): the photo rendering's luminance, tinted."""
+    """Colored-CIFAR (paper section 2.3): the photo rendering's luminance, tinted."""
     photo = np.clip(_photo(layers), 0, 255)
     luminance = photo @ _LUMA
     tint = np.stack([_TINTS[DOMAINS[d]] for d in layers.scenes.domain])

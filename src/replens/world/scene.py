@@ -269,7 +269,7 @@ def sample_scenes(
     probability ``spurious`` (train split only) the spurious cue (the marker
     patch colour or the background colour, see ``spurious_cue``) is the one
     tied to the class; otherwise it is uniform, independent of the class. This
-    is the core/spurious split of the seed's section 3.5 with a known answer.
+    is the core/spurious split of the paper's section 3.5 with a known answer.
 
     Args:
         rng: Source of randomness.

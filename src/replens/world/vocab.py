@@ -2,7 +2,7 @@
 
 Every name here is a word (or short phrase) that appears in captions and in the
 true concepts of an image, so concept-extraction methods (FALCON, chapter 4 of
-the seed) can be scored against an exact ground truth.
+the paper) can be scored against an exact ground truth.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ SIZES: tuple[str, ...] = ("small", "medium", "large")
 SIZE_RADIUS: tuple[float, ...] = (0.18, 0.26, 0.34)
 
 #: Render domains: four in the spirit of PACS plus the two Colored-CIFAR tints
-#: of the seed's section 2.3 (every image coloured red or green).
+#: of the paper's section 2.3 (every image coloured red or green).
 DOMAINS: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting", "tint_red", "tint_green")
 
 #: How a domain is named in captions ("a sketch of a star").
@@ -127,7 +127,7 @@ MARKER_GRAY: tuple[int, ...] = (10, 245, 35, 220, 60, 195, 85, 170, 110, 140)
 #: Spatial relation words (the first four are mutually exclusive per ordered pair).
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below", "bigger than", "smaller than", "next to")
 
-#: The spurious cue kinds a world can carry (seed section 3.5: core vs spurious regions).
+#: The spurious cue kinds a world can carry (paper section 3.5: core vs spurious regions).
 SPURIOUS_CUES: tuple[str, ...] = ("marker", "background")
 
 if len(BACKGROUNDS) != len(SHAPES) or len(MARKERS) != len(SHAPES) or len(MARKER_GRAY) != len(SHAPES):

@@ -111,7 +111,7 @@ def fig_a_1(ctx: RecipeContext) -> RecipeResult:
 
 # --------------------------------------------------------------------------- Table A.1
 @recipe("table-a.1", title="Linear evaluation with Q-Score regularisation on more datasets", section="A.2",
-        kind="table", needs="--data cifar10 (the seed: CIFAR-10/100, STL-10) or the world; per method: SSL training "
+        kind="table", needs="--data cifar10 (the paper: CIFAR-10/100, STL-10) or the world; per method: SSL training "
         "+ 3 fine-tunes; ~3 min CPU per method",
         claim=Claim("Q-Score regularisation raises SimCLR's linear top-1 on further data sets (Table A.1)",
                     pairs=lambda rows: (cell(rows, "baseline", model="SimCLR"), cell(rows, "qscore", model="SimCLR")),
