@@ -22,10 +22,12 @@ __all__ = ["__version__", "audit", "train"]
 
 def __getattr__(name: str) -> Any:
     if name == "train":
+        # lazy: replens.engine imports torch; `import replens` stays light
         from replens.engine.result import train_encoder
 
         return train_encoder
     if name == "audit":
+        # lazy: the application layer imports torch and the whole library; `import replens` stays light
         from replens.apps.audit import audit
 
         return audit

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from replens.hub import cached_hf, checkpoints_dir, hf_cache_dir, hf_repo_location, replens_cache_dir
+
 __all__ = ["CatalogEntry", "pretrained_catalog"]
 
 
@@ -37,7 +39,7 @@ def _url_entry(kind: str, name: str, url: str, dest: Path) -> CatalogEntry:
 
 
 def _torchvision_entries() -> list[CatalogEntry]:
-    from replens.hub import checkpoints_dir
+    # lazy: these modules import torch; replens.catalog stays torch-free
     from replens.models.cifar_resnet import AKAMASTER_FILES, AKAMASTER_URL
     from replens.models.torchvision_resnet import torchvision_weights_file
     from replens.tokens.maskrcnn import MASKRCNN_FILE, MASKRCNN_URL
@@ -57,8 +59,6 @@ def _torchvision_entries() -> list[CatalogEntry]:
 def _open_clip_entries() -> list[CatalogEntry]:
     import open_clip
 
-    from replens.hub import cached_hf, hf_repo_location
-
     entries = []
     for model, tag in open_clip.list_pretrained():
         cfg = open_clip.get_pretrained_cfg(model, tag)
@@ -74,8 +74,6 @@ def _open_clip_entries() -> list[CatalogEntry]:
 
 
 def _timm_entries() -> list[CatalogEntry]:
-    from replens.hub import hf_cache_dir
-
     root = hf_cache_dir()
     entries = [CatalogEntry("backbone", "timm:<name> --pretrained", "hf-hub:timm/<name>", str(root), False)]
     for folder in sorted(root.glob("models--timm--*")) if root.is_dir() else ():
@@ -86,6 +84,7 @@ def _timm_entries() -> list[CatalogEntry]:
 
 
 def _dataset_entries() -> list[CatalogEntry]:
+    # lazy: replens.data imports torch; replens.catalog stays torch-free
     from replens.data.torchvision_source import DOWNLOADABLE, default_dataset_root, torchvision_dataset_class
 
     root = Path(default_dataset_root())
@@ -98,8 +97,8 @@ def _dataset_entries() -> list[CatalogEntry]:
 
 
 def _bank_entries() -> list[CatalogEntry]:
+    # lazy: replens.explain imports torch; replens.catalog stays torch-free
     from replens.explain.bank import LAION400M_TEXT_URL
-    from replens.hub import replens_cache_dir
 
     dest = replens_cache_dir() / "laion400m" / os.path.basename(LAION400M_TEXT_URL.format(0))
     return [_url_entry("captions", "--captions laion400m:0", LAION400M_TEXT_URL.format(0), dest)]

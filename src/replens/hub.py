@@ -39,6 +39,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from replens import __version__
 from replens.runs import atomic_write
 
 __all__ = [
@@ -161,8 +162,6 @@ def _describe(exc: BaseException) -> str:
 def _stream(url: str, tmp: Path, what: str, progress: bool, retries: int, timeout: float) -> None:
     """Write ``url`` to ``tmp``, resuming with a Range request when the connection drops."""
     from tqdm.auto import tqdm
-
-    from replens import __version__
 
     done, total, failures = 0, None, 0
     with open(tmp, "wb") as out, tqdm(

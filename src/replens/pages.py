@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from replens.runs import atomic_write_text
+
 __all__ = ["html_page", "write_html_page"]
 
 
@@ -35,6 +37,4 @@ def html_page(title: str, body: str, *, style: str = "") -> str:
 
 def write_html_page(path: str | Path, title: str, body: str, *, style: str = "") -> Path:
     """Write :func:`html_page` to ``path`` atomically and return the path."""
-    from replens.runs import atomic_write_text
-
     return atomic_write_text(Path(path), html_page(title, body, style=style))

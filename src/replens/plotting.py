@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from replens.runs import atomic_write
+
 __all__ = ["new_figure", "save_figure"]
 
 
@@ -20,8 +22,6 @@ def new_figure(width: float = 6.0, height: float = 4.0, dpi: int = 120) -> Any:
 
 def save_figure(fig: Any, path: str | Path, *, tight: bool = True, **savefig: Any) -> Path:
     """Write ``fig`` to ``path`` atomically (format from the suffix, PNG by default); pyplot figures are closed."""
-    from replens.runs import atomic_write
-
     path = Path(path)
     if tight:
         fig.tight_layout()
