@@ -22,6 +22,7 @@ import numpy as np
 
 from replens.data.arrays import default_class_names
 from replens.data.base import DataError, ImageSource, decode_image
+from replens.hub import offline_mode
 
 __all__ = ["HFDatasetSource", "load_hf_dataset"]
 
@@ -45,8 +46,6 @@ def load_hf_dataset(name: str, split: str | None = None) -> Any:
             (``REPLENS_OFFLINE``) and a hub dataset not in the cache.
     """
     import datasets
-
-    from replens.hub import offline_mode
 
     path = Path(os.path.expanduser(name))
     try:

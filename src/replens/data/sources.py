@@ -40,6 +40,8 @@ from replens.data.arrays import ArraySource
 from replens.data.base import DataError, ImageSource
 from replens.data.compose import MultiDomainSource, limit_source
 from replens.data.folder import FolderSource
+from replens.data.hf_datasets import HFDatasetSource
+from replens.data.torchvision_source import TorchvisionSource
 from replens.data.webdataset import WebDatasetSource, pacs_source
 from replens.registry import Entry, Registry
 
@@ -376,8 +378,6 @@ def _build_pacs(spec: SourceSpec, *, image_size: int | None, split: str | None) 
     },
 )
 def _build_torchvision(spec: SourceSpec, *, image_size: int | None, split: str | None) -> ImageSource:
-    from replens.data.torchvision_source import TorchvisionSource
-
     name, colon, root = spec.path.partition(":")
     if not name or (colon and not root):
         raise DataError(f"write tv:NAME:ROOT or tv:NAME (e.g. tv:CIFAR10:/data/cifar), got {str(spec)!r}")
@@ -439,8 +439,6 @@ def _build_npy(spec: SourceSpec, *, image_size: int | None, split: str | None) -
     },
 )
 def _build_hf(spec: SourceSpec, *, image_size: int | None, split: str | None) -> ImageSource:
-    from replens.data.hf_datasets import HFDatasetSource
-
     return HFDatasetSource(
         spec.path,
         split=_split_of(spec, split),
@@ -458,6 +456,7 @@ def _build_hf(spec: SourceSpec, *, image_size: int | None, split: str | None) ->
 )
 def _build_world(spec: SourceSpec, *, image_size: int | None, split: str | None) -> ImageSource:
     try:
+        # lazy: replens.world.dataset imports replens.data (whose __init__ imports this module): an import cycle
         from replens.world import load_world
     except ImportError as exc:
         raise DataError(f"the world source needs replens.world.load_world: {exc}") from exc

@@ -26,6 +26,7 @@ import torchvision.datasets as tvd
 
 from replens.data.arrays import array_layout, default_class_names, image_from_array
 from replens.data.base import DataError, ImageSource
+from replens.hub import fetch_url, replens_cache_dir
 
 
 def torchvision_dataset_class(name: str) -> type:
@@ -59,8 +60,6 @@ DOWNLOADABLE = ("CIFAR10", "CIFAR100", "STL10")
 
 def default_dataset_root() -> str:
     """Where datasets without a root are downloaded: ``$XDG_CACHE_HOME/replens/datasets``."""
-    from replens.hub import replens_cache_dir
-
     return str(replens_cache_dir() / "datasets")
 
 
@@ -80,8 +79,6 @@ def download_dataset(cls: type, root: str, *, progress: bool = True) -> Path:
         replens.hub.DownloadError: Offline, unreachable or md5 mismatch (nothing is left behind).
     """
     from torchvision.datasets.utils import extract_archive
-
-    from replens.hub import fetch_url
 
     if cls.__name__ not in DOWNLOADABLE:
         raise DataError(f"replens downloads {', '.join(DOWNLOADABLE)}, not {cls.__name__}; put its files under "
