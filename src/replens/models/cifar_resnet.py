@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replens.hub import checkpoints_dir, fetch_url
 from replens.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, register_backbone
 from replens.models.weights import load_weights
 
@@ -133,8 +134,6 @@ AKAMASTER_FILES = {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}
 def _make(depth: int, pretrained: bool, num_classes: int) -> CifarResNet:
     model = CifarResNet(depth=depth, num_classes=num_classes)
     if pretrained:
-        from replens.hub import checkpoints_dir, fetch_url
-
         name = AKAMASTER_FILES[depth]
         path = fetch_url(AKAMASTER_URL.format(name), checkpoints_dir() / name, kind="weights", sha256="",
                          what=f"cifar_resnet{depth} CIFAR-10 weights ({name})",

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from replens.hub import RemoteFileMissing, fetch_hf_any, fetch_url
 from replens.models.backbone import Backbone, register_backbone
 from replens.models.weights import WeightsError
 
@@ -86,8 +87,6 @@ def open_clip_weights_file(model: str, tag: str, cfg: dict[str, Any]) -> str:
         replens.hub.DownloadError: Not cached and not downloadable (offline, unreachable, corrupt).
     """
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-
-    from replens.hub import RemoteFileMissing, fetch_hf_any, fetch_url
 
     if cfg.get("file") and os.path.isfile(cfg["file"]):
         return str(cfg["file"])

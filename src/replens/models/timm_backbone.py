@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from replens.hub import RemoteFileMissing, checkpoints_dir, fetch_hf_any, fetch_url
 from replens.models.backbone import Backbone, register_alias, register_backbone
 from replens.models.weights import WeightsError
 
@@ -93,8 +94,6 @@ def timm_weights_file(model_name: str) -> Path:
         replens.hub.DownloadError: Not cached and not downloadable (offline, unreachable, corrupt).
     """
     import timm.models
-
-    from replens.hub import RemoteFileMissing, checkpoints_dir, fetch_hf_any, fetch_url
 
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None or not (cfg.file or cfg.hf_hub_id or cfg.url):

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from replens.hub import checkpoints_dir, fetch_url
 from replens.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, register_backbone
 from replens.models.weights import read_state_dict
 
@@ -104,15 +105,11 @@ def torchvision_weights_file(weights_name: str) -> tuple[str, Path]:
     """
     import torchvision
 
-    from replens.hub import checkpoints_dir
-
     url = torchvision.models.get_weight(weights_name).url
     return url, checkpoints_dir() / os.path.basename(url)
 
 
 def _pretrained_state(arch: str, weights_name: str) -> dict[str, torch.Tensor]:
-    from replens.hub import fetch_url
-
     url, cached = torchvision_weights_file(weights_name)
     # the sha256 prefix in the file name (resnet18-f37072fd.pth) is checked, as torch.hub does
     hint = f"or pass a file: create_backbone('{arch}', weights=PATH)"
