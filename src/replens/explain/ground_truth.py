@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from replens.explain.falcon import GroupExplanation
+from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, MARKERS
 
 __all__ = [
     "concept_presence",
@@ -239,8 +240,6 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
     world, indices = _world_of(source)
     if not hasattr(world, "spurious_cues") or not hasattr(world, "config"):
         return None
-    from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, MARKERS
-
     cue_kind = world.config.spurious_cue
     names = MARKERS if cue_kind == "marker" else BACKGROUNDS
     suffix = "patch" if cue_kind == "marker" else "background"

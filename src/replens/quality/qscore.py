@@ -67,6 +67,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from replens.models import EmbeddingsError, extract_features
+
 __all__ = [
     "DEFAULT_BAND",
     "DEFAULT_EPS",
@@ -724,8 +726,6 @@ class EmbeddingChunks:
     @classmethod
     def open(cls, path: str | Path) -> EmbeddingChunks:
         """Validate and open a folder written by ``replens.models.extract_features``."""
-        from replens.models import EmbeddingsError
-
         path = Path(path)
         meta_path = path / "meta.json"
         if not meta_path.is_file():
@@ -840,8 +840,6 @@ def qscore_model(
     The representations are written raw (``normalize=False``): the method
     normalises them itself.
     """
-    from replens.models import extract_features
-
     out = extract_features(backbone, source, work_dir, layer=layer, normalize=False, batch_size=batch_size,
                            device=device, num_workers=num_workers, progress=progress)
     return qscore_embeddings(out, eps=eps, band=band, discriminative=discriminative,

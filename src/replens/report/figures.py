@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from replens.explain.outputs import image_strip
 from replens.plotting import new_figure, save_figure
 from replens.quality.compression import float_values as _floats
 from replens.quality.failure import FailureReport, failure_prediction
@@ -351,8 +352,6 @@ def failure_gallery_figure(
 
 def _strip(paths: Sequence[str], root: Path, size: int, max_images: int, missing: list[str]) -> np.ndarray:
     from PIL import Image
-
-    from replens.explain.outputs import image_strip
 
     images = []
     for rel in list(paths)[:max_images]:
