@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from replens.data.base import DataError
+from replens.models.weights import WeightsError, read_checkpoint, save_checkpoint
 from replens.runs import atomic_write_json
 from replens.tokens.sample import CONTEXT_LENGTH, VisualTokens
 
@@ -93,8 +94,6 @@ class TokenCacheWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        from replens.models.weights import save_checkpoint
-
         items = self._pending
         k = len(self.shards)
         tensors = {
@@ -155,8 +154,6 @@ class TokenDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path) -> None:
-        from replens.models.weights import WeightsError, read_checkpoint
-
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.is_file():

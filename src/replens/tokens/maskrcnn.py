@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from replens.hub import checkpoints_dir, fetch_url
+from replens.models.weights import WeightsError, load_weights
 from replens.tokens.extract import RelationEmbedder, SceneGraph, build_batch_tokens, mask_pool
 from replens.tokens.geometry import GeometryConfig, geometric_relations
 from replens.tokens.sample import CONTEXT_LENGTH, N_NEIGHBOURS, VisualTokens
@@ -44,15 +46,11 @@ def find_maskrcnn_weights(weights: str | Path | None = None) -> Path:
         WeightsError: A given file does not exist.
         replens.hub.DownloadError: Not cached and not downloadable (the message says where it looked).
     """
-    from replens.models.weights import WeightsError
-
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"Mask R-CNN weights file not found: {path}")
         return path
-    from replens.hub import checkpoints_dir, fetch_url
-
     return fetch_url(MASKRCNN_URL, checkpoints_dir() / MASKRCNN_FILE, kind="weights",
                      what=f"Mask R-CNN weights ({MASKRCNN_FILE})", hint="or pass it with --maskrcnn-weights FILE")
 
@@ -72,8 +70,6 @@ def build_maskrcnn(
         WeightsError: Missing or mismatched weights.
     """
     from torchvision.models.detection import maskrcnn_resnet50_fpn
-
-    from replens.models.weights import load_weights
 
     path = find_maskrcnn_weights(weights) if load else None
     model = maskrcnn_resnet50_fpn(

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replens.models.weights import WeightsError, read_checkpoint, save_checkpoint
 from replens.tokens.cache import TokenBatch
 from replens.tokens.encoder import TokenEncoderConfig, VisualTokenEncoder
+from replens.vl import VLModel, load_vl_model
 
 __all__ = [
     "ENCODERS",
@@ -234,8 +236,6 @@ def save_token_model(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a trained :class:`DualEncoder` (safetensors, with what rebuilds it in the header)."""
-    from replens.models.weights import save_checkpoint
-
     meta = {
         "format": MODEL_FORMAT,
         "kind": model.kind,
@@ -250,9 +250,6 @@ def save_token_model(
 
 
 def _rebuild_vl(meta: dict[str, Any], path: Path) -> Any:
-    from replens.models.weights import WeightsError
-    from replens.vl import VLModel, load_vl_model
-
     config = meta.get("open_clip_config")
     if config is not None:
         import open_clip
@@ -282,8 +279,6 @@ def load_token_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     Raises:
         WeightsError: Missing file, not a token model, or weights that do not match.
     """
-    from replens.models.weights import WeightsError, read_checkpoint
-
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"

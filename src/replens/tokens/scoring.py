@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from replens.data import open_source
+from replens.data.base import resize_center_crop
 from replens.evaluate.compositional import caption_choice_accuracy, winoground_scores
 from replens.evaluate.retrieval import caption_positives, retrieval_recall, similarity_contrast
 from replens.tokens.cache import TokenDataset, collate_tokens
@@ -66,8 +68,6 @@ class PairData:
     def source(self) -> Any:
         """The image source (opened on first use)."""
         if self._source is None:
-            from replens.data import open_source
-
             spec = self.tokens.meta.get("source")
             if not spec:
                 raise ValueError(f"token cache {self.tokens.root} names no image source; image encoders need one")
@@ -250,8 +250,6 @@ def image_embedder(model: DualEncoder, tokenizer: Any | None = None) -> Any:
     image encoders get each image resized (shorter side, centre crop) to
     their input side.
     """
-    from replens.data.base import resize_center_crop
-
     device = next(model.parameters()).device
     if model.uses_tokens and tokenizer is None:
         raise ValueError(f"encoder {model.kind!r} needs a tokenizer that makes tokens from images alone")

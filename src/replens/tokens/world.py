@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 
 from replens.tokens.extract import SceneGraph
+from replens.world import compositional as comp
+from replens.world.annotate import boxes_from_segmentation, relations_of
+from replens.world.render import render_scenes
+from replens.world.scene import SceneBatch
+from replens.world.vocab import COLOURS, SHAPES, SIZES, TEXTURES
 
 __all__ = ["CompositionalSet", "world_compositional_sets"]
 
@@ -49,9 +54,6 @@ class CompositionalSet:
 
 
 def _graphs(seg: np.ndarray, scenes: Any, size: int) -> list[SceneGraph]:
-    from replens.world.annotate import boxes_from_segmentation, relations_of
-    from replens.world.vocab import COLOURS, SHAPES, SIZES, TEXTURES
-
     boxes = boxes_from_segmentation(seg, 2)
     graphs = []
     for i in range(len(seg)):
@@ -109,10 +111,6 @@ def world_compositional_sets(
     Raises:
         RuntimeError: The re-rendered images differ from the set's images.
     """
-    from replens.world import compositional as comp
-    from replens.world.render import render_scenes
-    from replens.world.scene import SceneBatch
-
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown compositional sets {unknown}; choose from {KINDS}")
