@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from replens.models.weights import WeightsError
 from replens.vl.model import (
+    OPEN_CLIP_WEIGHTS,
     VL_FORMAT,
     VLModel,
     file_fingerprint,
@@ -117,15 +119,11 @@ def load_vl_model(
     path = Path(spec)
     config_file = path / "open_clip_config.json"
     if config_file.is_file():
-        from replens.vl.model import OPEN_CLIP_WEIGHTS
-
         weights_file = next((path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()), path / OPEN_CLIP_WEIGHTS[0])
         return load_open_clip_folder(config_file, weights_file, name=path.name,
                                      fingerprint=f"{path.name}:{file_fingerprint(weights_file)}", device=device)
     if path.exists() or spec.endswith((".safetensors", ".pt", ".pth", ".bin")) or "/" in spec:
         if not path.exists():
-            from replens.models.weights import WeightsError
-
             raise WeightsError(f"VL checkpoint not found: {path}")
         return load_vl_checkpoint(path, device=device)
     return load_open_clip(spec, weights=weights, device=device)

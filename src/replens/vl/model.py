@@ -38,8 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replens.hub import fetch_hf, fetch_hf_any
 from replens.models.backbone import unit_images
+from replens.models.open_clip_backbone import open_clip_pretrained, require_open_clip_model
 from replens.models.weights import WeightsError, read_checkpoint, save_checkpoint
+from replens.runs import atomic_write_json
 
 __all__ = [
     "VL_FORMAT",
@@ -262,8 +265,6 @@ class VLModel(nn.Module):
         """
         if self.config is None:
             raise ValueError(f"VL model {self.name!r} has no open_clip config to save with its weights")
-        from replens.runs import atomic_write_json
-
         folder = Path(folder)
         preprocess = {"size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
         save_checkpoint(folder / OPEN_CLIP_WEIGHTS[0], self.model.state_dict())
@@ -354,8 +355,6 @@ def load_open_clip(spec: str, *, weights: str | Path | None = None, device: str 
         replens.hub.DownloadError: The tag's weights are not cached and cannot be downloaded.
     """
     import open_clip
-
-    from replens.models.open_clip_backbone import open_clip_pretrained, require_open_clip_model
 
     spec = spec.removeprefix("open_clip:")
     model_name, _, tag = spec.partition(":")
@@ -450,8 +449,6 @@ def load_hf_open_clip(spec: str, *, device: str | torch.device = "cpu") -> VLMod
         replens.hub.DownloadError: Not cached and not downloadable.
         WeightsError: Files that are not an open_clip model.
     """
-    from replens.hub import fetch_hf, fetch_hf_any
-
     repo, _, revision = spec.removeprefix("hf-hub:").partition("@")
     hint = "or pass a local checkpoint: --vl PATH"
     config_file = fetch_hf(repo, OPEN_CLIP_CONFIG, revision=revision or None, what=f"hf-hub:{repo} config", hint=hint)

@@ -9,7 +9,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from replens.data import iterate_batches, make_loader
 from replens.vl.model import VLModel
+from replens.vl.tiny import _crop_batch, world_training_items
+from replens.world.annotate import object_phrase
+from replens.world.vocab import (
+    COLOURLESS_DOMAINS,
+    COLOURS,
+    DOMAIN_NOUN,
+    DOMAINS,
+    MARKERS,
+    SHAPES,
+    TEXTURELESS_DOMAINS,
+    TEXTURES,
+    article,
+)
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -25,8 +39,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a {}.", "a picture of
 
 def world_templates(domains: Sequence[str] | None = None) -> tuple[str, ...]:
     """Prompts in the world's caption grammar: ``"a sketch of a {}"`` for each domain, and ``"a {}"``."""
-    from replens.world.vocab import DOMAIN_NOUN, DOMAINS, article
-
     names = [DOMAIN_NOUN[d] for d in (domains or DOMAINS)]
     return tuple(f"{article(n)} {n} of a {{}}" for n in names) + ("a {}",)
 
@@ -60,10 +72,6 @@ def world_attribute_accuracy(vl: VLModel, world: Any, *, max_items: int = 400, s
         Accuracy in percent for ``colour``, ``shape``, ``texture`` (object
         crops) and ``marker`` (marker crops), and the crops counted.
     """
-    from replens.vl.tiny import _crop_batch, world_training_items
-    from replens.world.annotate import object_phrase
-    from replens.world.vocab import COLOURLESS_DOMAINS, COLOURS, MARKERS, SHAPES, TEXTURELESS_DOMAINS, TEXTURES, article
-
     rng = np.random.default_rng(seed)
     items = world_training_items(world)
     out: dict[str, float] = {}
@@ -142,8 +150,6 @@ def zero_shot_classify(
         "samples": n, "templates": [...], "predictions": array}``.
     """
     from tqdm.auto import tqdm
-
-    from replens.data import iterate_batches, make_loader
 
     classes = list(source.classes)
     if templates is None:
