@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from replens.hub import replens_cache_dir
 from replens.runs import LOCK, RECORD
 from replens.world.annotate import annotate, boxes_from_segmentation
 from replens.world.config import SPLITS, WorldConfig
@@ -272,8 +273,6 @@ def verify_world_once(path: str | Path) -> None:
     Raises:
         WorldCacheError: A file is missing, truncated or its sha256 differs from the manifest.
     """
-    from replens.hub import replens_cache_dir
-
     root = Path(path)
     manifest = read_manifest(root)
     try:

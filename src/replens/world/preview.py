@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from replens.world.config import WorldConfig
+from replens.world.dataset import load_world
 from replens.world.render import render_scenes
 from replens.world.scene import sample_scenes
 
@@ -31,8 +32,6 @@ def _rows_from_config(config: WorldConfig, per_domain: int) -> list[tuple[str, n
 
 
 def _rows_from_world(path: Path, per_domain: int) -> list[tuple[str, np.ndarray]]:
-    from replens.world.dataset import load_world
-
     data = load_world(path, "train")
     if len(data) == 0:
         data = load_world(path, "test")

@@ -189,68 +189,98 @@ def _rasterise(
     flat = np.empty((n, size, size, 3), dtype=np.uint8)
     flat[:] = background_rgb[:, None, None, :]
     shade = np.ones((n, size, size), dtype=np.float32)
-    seg_flat, colour_flat, shade_flat = seg.reshape(-1), flat.reshape(-1, 3), shade.reshape(-1)
+    canvas = seg.reshape(-1), flat.reshape(-1, 3), shade.reshape(-1)
 
     scene_idx, slot = np.nonzero(np.arange(scenes.max_objects)[None, :] < scenes.n_objects[:, None])
     for size_class, radius_frac in enumerate(SIZE_RADIUS):
         pick = scenes.size[scene_idx, slot] == size_class
-        if not pick.any():
-            continue
-        sc, sl = scene_idx[pick], slot[pick]
-        radius = np.float32(radius_frac * size)
-        half = int(np.ceil(EXTENT * radius)) + 1
-        offsets = np.arange(-half, half + 1)
-        centre_x = scenes.cx[sc, sl] * size
-        centre_y = scenes.cy[sc, sl] * size
-        cols = np.floor(centre_x).astype(np.int64)[:, None] + offsets  # (m, w)
-        rows = np.floor(centre_y).astype(np.int64)[:, None] + offsets
-        dx = (cols + 0.5 - centre_x[:, None]).astype(np.float32) / radius
-        dy = (rows + 0.5 - centre_y[:, None]).astype(np.float32) / radius
-        cos = np.cos(scenes.angle[sc, sl]).astype(np.float32)[:, None, None]
-        sin = np.sin(scenes.angle[sc, sl]).astype(np.float32)[:, None, None]
-        ddx, ddy = dx[:, None, :], dy[:, :, None]
-        u = ddx * cos + ddy * sin  # (m, w, w), u to the right
-        v = ddx * sin - ddy * cos  # v upwards
+        if pick.any():
+            _draw_objects(scenes, scene_idx[pick], slot[pick], np.float32(radius_frac * size), size, canvas)
+    _draw_markers(scenes, size, marker_rgb, seg, flat)
+    return seg, flat, shade
 
-        shape_id = scenes.shape[sc, sl]
-        texture_id = scenes.texture[sc, sl]
-        inside = np.zeros(u.shape, dtype=bool)
-        for s, test in enumerate(SHAPE_TESTS.values()):
-            sel = shape_id == s
-            if sel.any():
-                inside[sel] = test(u[sel], v[sel])
-        # Pattern period: half a radius, but never under 4 pixels.
-        period = np.float32(max(0.5, 4.0 / float(radius)))
-        second = np.zeros(u.shape, dtype=bool)
-        for t, test in enumerate(TEXTURE_TESTS.values()):
-            sel = texture_id == t
-            if sel.any() and t > 0:
-                second[sel] = test(u[sel] / period, v[sel] / period)
 
-        colour_id = scenes.colour[sc, sl]
-        jitter = scenes.jitter[sc, sl].astype(np.float32)
-        primary = np.clip(_COLOUR_TABLE[colour_id] + jitter, 0, 255).astype(np.uint8)
-        secondary = np.clip(_SECONDARY_TABLE[colour_id] + jitter, 0, 255).astype(np.uint8)
-        light = np.clip(1.05 - 0.28 * (ddx + ddy) / np.float32(EXTENT), 0.6, 1.4)
+def _object_frames(
+    scenes: SceneBatch, sc: np.ndarray, sl: np.ndarray, radius: np.float32, size: int
+) -> tuple[np.ndarray, ...]:
+    """Pixel windows around ``m`` objects and their coordinates in each object's frame.
 
-        inside &= ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
-        flat_index = (sc[:, None, None] * size + rows[:, :, None]) * size + cols[:, None, :]
-        target = flat_index[inside]
-        seg_flat[target] = np.broadcast_to((sl + 1).astype(np.uint8)[:, None, None], u.shape)[inside]
-        obj_of_pixel = np.broadcast_to(np.arange(len(sc))[:, None, None], u.shape)[inside]
-        colour_flat[target] = np.where(second[inside][:, None], secondary[obj_of_pixel], primary[obj_of_pixel])
-        shade_flat[target] = light[inside]
+    Returns:
+        ``(rows, cols, ddx, ddy, u, v)``: (m, w) pixel rows and columns of the
+        windows, the (m, 1, w) / (m, w, 1) offsets from the centres in radii,
+        and the (m, w, w) rotated coordinates (u to the right, v upwards).
+    """
+    half = int(np.ceil(EXTENT * radius)) + 1
+    offsets = np.arange(-half, half + 1)
+    centre_x = scenes.cx[sc, sl] * size
+    centre_y = scenes.cy[sc, sl] * size
+    cols = np.floor(centre_x).astype(np.int64)[:, None] + offsets  # (m, w)
+    rows = np.floor(centre_y).astype(np.int64)[:, None] + offsets
+    dx = (cols + 0.5 - centre_x[:, None]).astype(np.float32) / radius
+    dy = (rows + 0.5 - centre_y[:, None]).astype(np.float32) / radius
+    cos = np.cos(scenes.angle[sc, sl]).astype(np.float32)[:, None, None]
+    sin = np.sin(scenes.angle[sc, sl]).astype(np.float32)[:, None, None]
+    ddx, ddy = dx[:, None, :], dy[:, :, None]
+    u = ddx * cos + ddy * sin  # (m, w, w), u to the right
+    v = ddx * sin - ddy * cos  # v upwards
+    return rows, cols, ddx, ddy, u, v
 
-    seg_out, flat_out = seg, flat
+
+def _shape_and_pattern(
+    scenes: SceneBatch, sc: np.ndarray, sl: np.ndarray, u: np.ndarray, v: np.ndarray, radius: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, second)``: which window pixels the shapes cover, and which of those take the texture's second colour."""
+    shape_id = scenes.shape[sc, sl]
+    texture_id = scenes.texture[sc, sl]
+    inside = np.zeros(u.shape, dtype=bool)
+    for s, test in enumerate(SHAPE_TESTS.values()):
+        sel = shape_id == s
+        if sel.any():
+            inside[sel] = test(u[sel], v[sel])
+    # Pattern period: half a radius, but never under 4 pixels.
+    period = np.float32(max(0.5, 4.0 / float(radius)))
+    second = np.zeros(u.shape, dtype=bool)
+    for t, test in enumerate(TEXTURE_TESTS.values()):
+        sel = texture_id == t
+        if sel.any() and t > 0:
+            second[sel] = test(u[sel] / period, v[sel] / period)
+    return inside, second
+
+
+def _draw_objects(
+    scenes: SceneBatch, sc: np.ndarray, sl: np.ndarray, radius: np.float32, size: int,
+    canvas: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Draw the objects ``(sc, sl)`` (scene, slot) of one radius into the flattened ``(seg, colour, shade)`` canvas."""
+    seg_flat, colour_flat, shade_flat = canvas
+    rows, cols, ddx, ddy, u, v = _object_frames(scenes, sc, sl, radius, size)
+    inside, second = _shape_and_pattern(scenes, sc, sl, u, v, radius)
+
+    colour_id = scenes.colour[sc, sl]
+    jitter = scenes.jitter[sc, sl].astype(np.float32)
+    primary = np.clip(_COLOUR_TABLE[colour_id] + jitter, 0, 255).astype(np.uint8)
+    secondary = np.clip(_SECONDARY_TABLE[colour_id] + jitter, 0, 255).astype(np.uint8)
+    light = np.clip(1.05 - 0.28 * (ddx + ddy) / np.float32(EXTENT), 0.6, 1.4)
+
+    inside &= ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    flat_index = (sc[:, None, None] * size + rows[:, :, None]) * size + cols[:, None, :]
+    target = flat_index[inside]
+    seg_flat[target] = np.broadcast_to((sl + 1).astype(np.uint8)[:, None, None], u.shape)[inside]
+    obj_of_pixel = np.broadcast_to(np.arange(len(sc))[:, None, None], u.shape)[inside]
+    colour_flat[target] = np.where(second[inside][:, None], secondary[obj_of_pixel], primary[obj_of_pixel])
+    shade_flat[target] = light[inside]
+
+
+def _draw_markers(scenes: SceneBatch, size: int, marker_rgb: np.ndarray, seg: np.ndarray, flat: np.ndarray) -> None:
+    """Paint each marked scene's corner patch (label :data:`MARKER_LABEL`, colour ``marker_rgb``) in place."""
     marker_side = max(2, int(round(MARKER_SIDE * size)))
     for corner in range(4):
         sel = np.nonzero((scenes.marker >= 0) & (scenes.marker_corner == corner))[0]
         if sel.size:
             ys = slice(0, marker_side) if corner < 2 else slice(size - marker_side, size)
             xs = slice(0, marker_side) if corner % 2 == 0 else slice(size - marker_side, size)
-            seg_out[sel, ys, xs] = MARKER_LABEL
-            flat_out[sel, ys, xs] = marker_rgb[sel][:, None, None, :]
-    return seg_out, flat_out, shade
+            seg[sel, ys, xs] = MARKER_LABEL
+            flat[sel, ys, xs] = marker_rgb[sel][:, None, None, :]
 
 
 def boundary(seg: np.ndarray, width: int) -> np.ndarray:
