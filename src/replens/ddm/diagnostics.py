@@ -331,6 +331,57 @@ def _map_domains(emb_domains: np.ndarray, source_names: Sequence[str], target_na
     return table[np.asarray(emb_domains, dtype=np.int64)]
 
 
+def _probe_rows(backbone: object, source: ImageSource, test: ImageSource | None, out: Path, tag: str,
+                names: list[str], offset: int, *, device: str, batch_size: int, progress: bool,
+                test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """``(train x, y, domain, test x, y, domain)`` of one part (domain ids by ``names``, plus ``offset``).
+
+    Without ``test`` the rows of ``source`` are split (:func:`stratified_split`); embeddings go to
+    ``out/embeddings-{tag}`` (and ``-test``).
+    """
+    emb = _embed(backbone, source, out / f"embeddings-{tag}", device, batch_size, progress)
+    dom = _map_domains(emb.domains, list(source.domain_names), names, tag) + offset
+    if test is None:
+        tr, te = stratified_split(emb.labels, dom, test_fraction, seed)
+        return (emb.features[tr], emb.labels[tr], dom[tr], emb.features[te], emb.labels[te], dom[te])
+    temb = _embed(backbone, test, out / f"embeddings-{tag}-test", device, batch_size, progress)
+    tdom = _map_domains(temb.domains, list(test.domain_names), names, f"{tag} test data") + offset
+    return emb.features, emb.labels, dom, temb.features, temb.labels, tdom
+
+
+def _unseen_names(unseen_source: ImageSource, train_names: list[str]) -> list[str]:
+    """The unseen source's domain names; raises ``ValueError`` when one is also a training domain."""
+    unseen_names = list(unseen_source.domain_names)
+    clash = sorted(set(unseen_names) & set(train_names))
+    if clash:
+        raise ValueError(f"unseen domain(s) {clash} are also training domains")
+    return unseen_names
+
+
+def _evaluation_figures(seen_rows: tuple[np.ndarray, ...], classes: list[str], names: list[str], out: Path, *,
+                        prefix_dim: int, max_plot_points: int, seed: int, title: str) -> dict[str, object]:
+    """Figures 2.3 and 2.4 (``heatmap.png``, ``tsne.png``) over all rows (probe-train and -test) of the seen domains."""
+    x_all = np.concatenate([seen_rows[0], seen_rows[3]])
+    y_all = np.concatenate([seen_rows[1], seen_rows[4]])
+    d_all = np.concatenate([seen_rows[2], seen_rows[5]])
+    return {
+        "heatmap": plot_top_feature_heatmap(x_all, y_all, d_all, out / "heatmap.png", prefix_dim=prefix_dim,
+                                            class_names=classes, domain_names=names, title=title),
+        "tsne": plot_part_tsne(x_all, y_all, d_all, prefix_dim, out / "tsne.png", class_names=classes,
+                               domain_names=names, max_points=max_plot_points, seed=seed, title=title),
+    }
+
+
+def _evaluation_summary(per_domain: dict[str, float], train_cols: list[str], unseen_names: list[str],
+                        train_names: list[str], te_d: np.ndarray) -> tuple[list[str], float, float]:
+    """``(unseen columns, average over the table's columns, overall top-1 of the seen domains' test rows)``."""
+    unseen_cols = [n for n in unseen_names if n in per_domain]
+    values = [per_domain[c] for c in train_cols + unseen_cols]
+    seen_counts = [int((te_d == train_names.index(c)).sum()) for c in train_cols]
+    overall = float(np.average([per_domain[c] for c in train_cols], weights=seen_counts)) if train_cols else np.nan
+    return unseen_cols, float(np.mean(values)) if values else float("nan"), overall
+
+
 def evaluate_encoder(backbone: object, train_source: ImageSource, out_dir: str | Path, *, prefix_dim: int,
                      test_source: ImageSource | None = None, unseen_source: ImageSource | None = None,
                      unseen_test_source: ImageSource | None = None, protocol: str = "per_domain",
@@ -369,50 +420,26 @@ def evaluate_encoder(backbone: object, train_source: ImageSource, out_dir: str |
     """
     out = Path(out_dir)
     train_names = list(train_source.domain_names)
-
-    def rows(source: ImageSource, test: ImageSource | None, tag: str, names: list[str],
-             offset: int) -> tuple[np.ndarray, ...]:
-        emb = _embed(backbone, source, out / f"embeddings-{tag}", device, batch_size, progress)
-        dom = _map_domains(emb.domains, list(source.domain_names), names, tag) + offset
-        if test is None:
-            tr, te = stratified_split(emb.labels, dom, test_fraction, seed)
-            return (emb.features[tr], emb.labels[tr], dom[tr], emb.features[te], emb.labels[te], dom[te])
-        temb = _embed(backbone, test, out / f"embeddings-{tag}-test", device, batch_size, progress)
-        tdom = _map_domains(temb.domains, list(test.domain_names), names, f"{tag} test data") + offset
-        return emb.features, emb.labels, dom, temb.features, temb.labels, tdom
-
-    parts_rows = [rows(train_source, test_source, "train", train_names, 0)]
-    present = sorted(set(np.unique(parts_rows[0][2]).tolist()) | set(np.unique(parts_rows[0][5]).tolist()))
+    opts = {"device": device, "batch_size": batch_size, "progress": progress, "test_fraction": test_fraction,
+            "seed": seed}
+    seen_rows = _probe_rows(backbone, train_source, test_source, out, "train", train_names, 0, **opts)
+    parts_rows = [seen_rows]
+    present = sorted(set(np.unique(seen_rows[2]).tolist()) | set(np.unique(seen_rows[5]).tolist()))
     unseen_names: list[str] = []
     if unseen_source is not None:
-        unseen_names = list(unseen_source.domain_names)
-        clash = sorted(set(unseen_names) & set(train_names))
-        if clash:
-            raise ValueError(f"unseen domain(s) {clash} are also training domains")
-        parts_rows.append(rows(unseen_source, unseen_test_source, "unseen", unseen_names, len(train_names)))
+        unseen_names = _unseen_names(unseen_source, train_names)
+        parts_rows.append(_probe_rows(backbone, unseen_source, unseen_test_source, out, "unseen", unseen_names,
+                                      len(train_names), **opts))
     names = train_names + unseen_names
     tr_x, tr_y, tr_d, te_x, te_y, te_d = (np.concatenate([r[i] for r in parts_rows]) for i in range(6))
     per_domain = per_domain_accuracy(tr_x, tr_y, tr_d, te_x, te_y, te_d, names, protocol=protocol,
                                      probe_domains=list(range(len(train_names))), weight_decay=weight_decay,
                                      max_iter=probe_iters, device=device)
     train_cols = [train_names[d] for d in present]
-    unseen_cols = [n for n in unseen_names if n in per_domain]
-    seen_rows = parts_rows[0]
     parts = part_probes(*seen_rows, prefix_dim, weight_decay=weight_decay, max_iter=probe_iters, device=device)
-    figures: dict[str, object] = {}
-    if plots:
-        x_all = np.concatenate([seen_rows[0], seen_rows[3]])
-        y_all = np.concatenate([seen_rows[1], seen_rows[4]])
-        d_all = np.concatenate([seen_rows[2], seen_rows[5]])
-        classes = list(train_source.classes)
-        figures["heatmap"] = plot_top_feature_heatmap(x_all, y_all, d_all, out / "heatmap.png", prefix_dim=prefix_dim,
-                                                      class_names=classes, domain_names=names, title=title)
-        figures["tsne"] = plot_part_tsne(x_all, y_all, d_all, prefix_dim, out / "tsne.png", class_names=classes,
-                                         domain_names=names, max_points=max_plot_points, seed=seed, title=title)
-    values = [per_domain[c] for c in train_cols + unseen_cols]
-    seen_counts = [int((te_d == train_names.index(c)).sum()) for c in train_cols]
-    overall = float(np.average([per_domain[c] for c in train_cols], weights=seen_counts)) if train_cols else np.nan
-    return {"per_domain": per_domain, "average": float(np.mean(values)) if values else float("nan"),
-            "overall_seen": overall,
+    figures = _evaluation_figures(seen_rows, list(train_source.classes), names, out, prefix_dim=prefix_dim,
+                                  max_plot_points=max_plot_points, seed=seed, title=title) if plots else {}
+    unseen_cols, average, overall = _evaluation_summary(per_domain, train_cols, unseen_names, train_names, te_d)
+    return {"per_domain": per_domain, "average": average, "overall_seen": overall,
             "train_domains": train_cols, "unseen_domains": unseen_cols, "parts": parts, "figures": figures,
             "counts": {"probe_train": int(len(tr_y)), "probe_test": int(len(te_y))}}
