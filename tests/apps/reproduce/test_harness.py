@@ -246,7 +246,7 @@ def test_runner_rejects_missing_figures_and_wrong_returns(tmp_path: Path, monkey
 
 # ---------------------------------------------------------------- report
 def _result(root: Path, name: str, id: str, data: str, when: str, value: float, budget: str = "small",
-            key: str = "paper") -> None:
+            key: str = "paper", seeds: list[int] | None = None) -> None:
     """A result file; ``key="seed"`` writes the dissertation's numbers where files of earlier versions had them."""
     folder = root / name
     folder.mkdir(parents=True)
@@ -254,7 +254,7 @@ def _result(root: Path, name: str, id: str, data: str, when: str, value: float, 
     (folder / "result.json").write_text(json.dumps({
         "id": id, "title": "T", "section": "2.4.2", "kind": "table", "budget": budget, "rows": [{"v": value}],
         "columns": ["v"], "figures": ["fig.png"], "protocol": {"data": data}, "notes": "", "seconds": 12.0,
-        "finished_at": when, key: load_paper_numbers(id)}))
+        "finished_at": when, key: load_paper_numbers(id), **({"seeds": seeds} if seeds else {})}))
 
 
 def test_result_files_with_the_papers_numbers_under_the_old_seed_key_still_load(tmp_path: Path) -> None:
@@ -475,3 +475,16 @@ def test_a_recipe_without_a_claim_says_so_in_its_result_and_report(tmp_path: Pat
         registry.RECIPES.remove("fig-9.14")
     assert res["claim"] is None and res["verdict"] is None and res["no_claim"] == "an illustration"
     assert "**Claim: none** (an illustration)." in (tmp_path / "r" / "table.md").read_text()
+
+
+def test_report_says_how_many_seeds_the_headline_runs_used(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _result(root, "a", "table-2.1", "world(n=3000)", "2026-01-01T00:00:00Z", 11.0, seeds=[0])
+    _result(root, "b", "table-2.2", "world(n=3000)", "2026-01-01T00:00:00Z", 12.0, seeds=[0, 1, 2])
+    _result(root, "c", "table-2.3", "world(n=3000)", "2026-01-01T00:00:00Z", 13.0, seeds=[0])
+    _result(root, "d", "fig-5.3", "world(n=3000)", "2026-01-01T00:00:00Z", 1.0)  # trains nothing: no seeds
+    text = (tmp_path / "R.md").read_text() if write_report(root, tmp_path / "R.md", progress=False) else ""
+    line = next(x for x in text.splitlines() if x.startswith("Runs behind the headline results"))
+    assert "of the 3 recipes that train: 3 seeds in 1, 1 seed in 2" in line
+    # the line sits in the introduction, before the top table
+    assert text.index(line) < text.index("| id | title |")

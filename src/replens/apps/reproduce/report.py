@@ -301,6 +301,7 @@ def write_report(
     headline = {rec.id: _headline(found[rec.id], KINDS) for rec in done}
     counts = {v: sum(1 for k, _ in headline.values() if verdict_of(k) == v) for v in (*VERDICTS, NO_CLAIM)}
     lines = _intro(run_root, len(recipes), len(done), len(missing), counts)
+    lines[-3:-3] = _seeds_line([result for result, _ in headline.values()])
     lines += [_top_table_line(rec, found.get(rec.id, {}), headline.get(rec.id)) for rec in recipes]
     lines += ["", no_recipe_markdown(), ""]
     for rec in recipes:
@@ -316,6 +317,18 @@ def write_report(
         "failed": failed,
         "path": str(out),
     }
+
+
+def _seeds_line(results: list[dict[str, Any]]) -> list[str]:
+    """How many seeds the headline runs of training recipes used (a report of 1-seed runs says so)."""
+    per_recipe = [len(r["seeds"]) for r in results if r.get("seeds")]
+    if not per_recipe:
+        return []
+    groups = ", ".join(f"{n} seed{'s' if n != 1 else ''} in {per_recipe.count(n)}"
+                       for n in sorted(set(per_recipe), reverse=True))
+    return ["", f"Runs behind the headline results of the {len(per_recipe)} recipes that train: {groups} "
+            "(`--set seeds=N`; mean ± std cells and paired verdicts need 2 or more; with 1 a claim can only be "
+            "'not significant')."]
 
 
 def _run_missing(recipes: list[Any], run_root: Path, *, seed: int, device: str,
