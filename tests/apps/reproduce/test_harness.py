@@ -482,9 +482,9 @@ def test_report_says_how_many_seeds_the_headline_runs_used(tmp_path: Path) -> No
     _result(root, "a", "table-2.1", "world(n=3000)", "2026-01-01T00:00:00Z", 11.0, seeds=[0])
     _result(root, "b", "table-2.2", "world(n=3000)", "2026-01-01T00:00:00Z", 12.0, seeds=[0, 1, 2])
     _result(root, "c", "table-2.3", "world(n=3000)", "2026-01-01T00:00:00Z", 13.0, seeds=[0])
-    _result(root, "d", "fig-5.3", "world(n=3000)", "2026-01-01T00:00:00Z", 1.0)  # trains nothing: no seeds
+    _result(root, "d", "fig-5.3", "world(n=3000)", "2026-01-01T00:00:00Z", 1.0)  # a result without seeds
     text = (tmp_path / "R.md").read_text() if write_report(root, tmp_path / "R.md", progress=False) else ""
     line = next(x for x in text.splitlines() if x.startswith("Runs behind the headline results"))
-    assert "of the 3 recipes that train: 3 seeds in 1, 1 seed in 2" in line
+    assert "of 3 recipes: 3 seeds in 1, 1 seed in 2" in line
     # the line sits in the introduction, before the top table
     assert text.index(line) < text.index("| id | title |")

@@ -23,6 +23,7 @@ from replens.apps.commands import add_common_options
 from replens.apps.reproduce import RecipeContext, get_recipe, list_recipes, run_recipe
 from replens.apps.reproduce.paper import load_paper_numbers
 from replens.apps.reproduce.report import recipe_markdown, write_report
+from replens.apps.reproduce.verdict import NO_RESULT
 from replens.config import ConfigError
 from replens.runs import default_run_dir, open_run
 
@@ -88,7 +89,8 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("REPRODUCTION.md")
     info = write_report(args.run_root, out, run_missing=args.run_missing, seed=args.seed, device=args.device,
                         progress=not args.quiet)
-    print(f"{out}: {len(info['with_result'])} of {info['recipes']} recipes with a result"
+    empty = info["verdicts"].get(NO_RESULT, 0)
+    print(f"{out}: {len(info['with_result'])} of {info['recipes']} recipes run, {empty} of them with no result"
           + (f", ran {len(info['ran'])}" if args.run_missing else "")
           + (f", {len(info['failed'])} failed: {', '.join(info['failed'])}" if info["failed"] else ""))
     return 1 if info["failed"] else 0

@@ -320,13 +320,13 @@ def write_report(
 
 
 def _seeds_line(results: list[dict[str, Any]]) -> list[str]:
-    """How many seeds the headline runs of training recipes used (a report of 1-seed runs says so)."""
+    """How many seeds the headline runs used (a report of 1-seed runs says so)."""
     per_recipe = [len(r["seeds"]) for r in results if r.get("seeds")]
     if not per_recipe:
         return []
     groups = ", ".join(f"{n} seed{'s' if n != 1 else ''} in {per_recipe.count(n)}"
                        for n in sorted(set(per_recipe), reverse=True))
-    return ["", f"Runs behind the headline results of the {len(per_recipe)} recipes that train: {groups} "
+    return ["", f"Runs behind the headline results of {len(per_recipe)} recipes: {groups} "
             "(`--set seeds=N`; mean ± std cells and paired verdicts need 2 or more; with 1 a claim can only be "
             "'not significant')."]
 
