@@ -419,15 +419,17 @@ class RunLock:
                         "or use another --out"
                     ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
-                # half-written files of the killed writer: ours (``.NAME.*.tmp``) and the ones safetensors'
-                # Rust writer stages next to its target (``.tmpXXXXXX``, the tempfile crate's naming)
-                # and the spill folders of a killed Q-Score stream (``.qscore.*.tmp``)
-                for pattern in (".*.tmp", ".tmp*"):
-                    for tmp in sorted(self.path.parent.rglob(pattern)):
-                        if tmp.is_file():
-                            tmp.unlink(missing_ok=True)
-                        elif tmp.is_dir() and tmp.name.startswith(".qscore."):
-                            shutil.rmtree(tmp, ignore_errors=True)
+                # what the killed writer staged: our files and scratch folders (``.NAME.*.tmp``, e.g. a
+                # Q-Score spill) and the files safetensors' Rust writer stages next to its target
+                # (``.tmpXXXXXX``, the tempfile crate's naming)
+                for tmp in sorted(self.path.parent.rglob(".*.tmp")):
+                    if tmp.is_dir():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink(missing_ok=True)
+                for tmp in self.path.parent.rglob(".tmp*"):
+                    if tmp.is_file():
+                        tmp.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"{os.getpid()}\n")

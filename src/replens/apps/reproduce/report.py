@@ -300,8 +300,8 @@ def write_report(
     missing = [r for r in recipes if r.id not in found]
     headline = {rec.id: _headline(found[rec.id], KINDS) for rec in done}
     counts = {v: sum(1 for k, _ in headline.values() if verdict_of(k) == v) for v in (*VERDICTS, NO_CLAIM)}
-    lines = _intro(run_root, len(recipes), len(done), len(missing), counts)
-    lines[-3:-3] = _seeds_line([result for result, _ in headline.values()])
+    lines = _intro(run_root, len(recipes), len(done), len(missing), counts,
+                   _seeds_line([result for result, _ in headline.values()]))
     lines += [_top_table_line(rec, found.get(rec.id, {}), headline.get(rec.id)) for rec in recipes]
     lines += ["", no_recipe_markdown(), ""]
     for rec in recipes:
@@ -349,8 +349,9 @@ def _run_missing(recipes: list[Any], run_root: Path, *, seed: int, device: str,
     return ran, failed
 
 
-def _intro(run_root: Path, n_recipes: int, n_done: int, n_missing: int, counts: dict[str, int]) -> list[str]:
-    """The report's title, what it shows, the verdict counts and the top table's header."""
+def _intro(run_root: Path, n_recipes: int, n_done: int, n_missing: int, counts: dict[str, int],
+           seeds: list[str]) -> list[str]:
+    """The report's title, what it shows, the verdict counts, the ``seeds`` lines and the top table's header."""
     return [
         "# Reproduction of the paper",
         "",
@@ -367,6 +368,7 @@ def _intro(run_root: Path, n_recipes: int, n_done: int, n_missing: int, counts: 
         f"(headline data set of each recipe): {counts['holds']} hold, {counts['reversed']} reversed, "
         f"{counts['not significant']} not significant, {counts[NO_RESULT]} no result, "
         f"{counts[NO_CLAIM]} with claim: none (the paper compares no two settings there; each says why).",
+        *seeds,
         "",
         "| id | title | section | paper's claim | ours (mean ± std) | verdict | data | world | CIFAR-10 | PACS | other |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
