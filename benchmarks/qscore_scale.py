@@ -9,13 +9,19 @@ order (so load on a shared machine hits both alike):
   float32 (``torch.from_numpy(block).float()``), nothing else;
 * **Q-Score**: :class:`replens.quality.QScoreStream` over the same blocks
   (L_i, A_j, the spill of the highly activating entries), plus the final
-  discriminative band and Eq. 3.1 scores.
+  discriminative band and Eq. 3.1 scores. It runs the compiled per-row
+  kernel on ``max(2, torch threads)`` threads (the caller's and background
+  ones, as the code before it did: so with ``--threads 1`` it uses 2 threads
+  against the plain pass's 1); the one-time load (or first compile) of the
+  numba kernels is measured on one block beforehand and excluded.
 
 Both read through :func:`replens.quality.iter_row_blocks` (pages released
 behind the reader). Prints rows/s of both, their ratio (target >= 0.5), the
-ratio of the code before the stage-2 rework (quoted from a run of the
-unchanged code, see ``BEFORE``), the machine load and the peak resident
-memory of the process (target < 1.5 GiB, whatever N).
+ratios of earlier code (quoted from runs of the unchanged code, see
+``BEFORE``), the machine load and the peak resident memory of the process
+(target < 1.5 GiB, whatever N). On a loaded 2-core machine torch's two
+threads stall each other, so the plain pass at 2 threads swings by 10x
+between runs; compare within a run, and prefer ``--threads 1`` there.
 
 Usage::
 
@@ -38,15 +44,26 @@ import torch
 
 from replens.quality import QScoreStream, iter_row_blocks, qscore_array
 
-# The code before the stage-2 rework (commit f53dc5a: a fresh float32 copy and comparison mask per block,
-# entries gathered from the copy, final scoring through boolean-indexed copies), this script run against
-# it on 2026-12-07 on the shared 2-core machine (AMD EPYC, AVX2), warm page cache, float16, block 512:
-# (N, torch threads) -> runs of (plain rows/s, Q-Score rows/s, ratio, 1-min load average). Today's
-# scores and feature sets are bit-identical to its (checked over the 1M rows).
+# Earlier code, this script run against it (warm page cache, float16, block 512) on the shared 2-core machine
+# (AMD EPYC), quoted as (N, torch threads) -> runs of (code, plain rows/s, Q-Score rows/s, ratio,
+# 1-min load average at the start):
+# * f53dc5a, before the stage-2 rework (a fresh float32 copy and comparison mask per block, entries gathered
+#   from the copy, final scoring through boolean-indexed copies), run on 2026-12-07;
+# * 159729a, before the compiled kernel (numpy/torch passes: stage 1 in the caller, stage 2 on one
+#   background thread), run on 2026-12-07 alternating with the kernel's runs while another engineer's jobs
+#   held the machine (load 3.7 to 4.6). The kernel's runs then: 2 threads 770,389 and 1,061,128 Q-Score
+#   rows/s (plain 62,519 and 433,658: torch's stalls); 1 thread plain 2,558,300 / Q-Score 771,609 (0.30)
+#   and 2,011,924 / 485,731 (0.24). On an idle machine 159729a was reported at plain 5.5M, Q-Score 0.54M
+#   rows/s, ratio 0.10 (2 threads; not re-measured here: the machine was never idle).
+# The kernel's L_i test uses float64 statistics: over the 300,000 rows one row gains an entry that lies
+# 7.8e-8 (relative) above its threshold, which float32 statistics had missed; D is unchanged and every other
+# score agrees within 3.1e-7 (relative).
 BEFORE = {
-    (200_000, 2): [(257_925, 46_381, 0.18, 6.5)],
-    (1_000_000, 2): [(160_599, 30_287, 0.19, 8.4)],
-    (1_000_000, 1): [(560_889, 115_178, 0.21, 8.5), (830_038, 147_310, 0.18, 8.5)],
+    (200_000, 2): [("f53dc5a", 257_925, 46_381, 0.18, 6.5)],
+    (300_000, 2): [("159729a", 108_254, 36_653, 0.34, 3.7), ("159729a", 225_719, 85_131, 0.38, 4.2)],
+    (300_000, 1): [("159729a", 2_386_372, 451_105, 0.19, 4.5), ("159729a", 3_059_107, 424_115, 0.14, 4.6)],
+    (1_000_000, 2): [("f53dc5a", 160_599, 30_287, 0.19, 8.4)],
+    (1_000_000, 1): [("f53dc5a", 560_889, 115_178, 0.21, 8.5), ("f53dc5a", 830_038, 147_310, 0.18, 8.5)],
 }
 
 
@@ -123,7 +140,9 @@ def measure_warm(matrix: np.ndarray, block_rows: int, chunk_rows: int, spill_dir
 
     Returns:
         ``plain`` and ``qscore`` rows/s, ``ratio`` = qscore / plain, ``finish_s``
-        (the final scoring, included in Q-Score's time) and the ``result``.
+        (the final scoring, included in Q-Score's time), ``warmup_s`` (the one-time
+        load or compile of the numba kernels on one block, excluded), ``threads``
+        (Q-Score's threads) and the ``result``.
     """
     on_device = isinstance(matrix, torch.Tensor)
     n = matrix.shape[0]
@@ -145,6 +164,12 @@ def measure_warm(matrix: np.ndarray, block_rows: int, chunk_rows: int, spill_dir
             plain_pass(chunk, block_rows)
 
     plain(matrix[:chunk_rows])  # warm-up (imports, allocator)
+    t = time.perf_counter()
+    with QScoreStream(eps=eps, spill_dir=spill_dir) as warmup:  # warm-up: loads (or compiles) the numba kernels
+        for block in blocks(matrix[:block_rows]):
+            warmup.update(block)
+        warmup.result((50.0, 95.0))
+    warmup_s = time.perf_counter() - t
     plain_s = qscore_s = 0.0
     with QScoreStream(eps=eps, spill_dir=spill_dir) as stream:
         for k, start in enumerate(range(0, n, chunk_rows)):
@@ -164,7 +189,7 @@ def measure_warm(matrix: np.ndarray, block_rows: int, chunk_rows: int, spill_dir
         finish_s = time.perf_counter() - t
     qscore_s += finish_s
     return {"plain": n / plain_s, "qscore": n / qscore_s, "ratio": plain_s / qscore_s, "finish_s": finish_s,
-            "result": result}
+            "warmup_s": warmup_s, "threads": stream.threads, "result": result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,11 +246,12 @@ def main(argv: list[str] | None = None) -> int:
           f"rows, torch threads {torch.get_num_threads()}")
     print("warm page cache, interleaved chunks:")
     print(f"  plain read+convert : {plain_rate:12,.0f} rows/s  ({plain_s:.2f} s)")
-    print(f"  streaming Q-Score  : {q_rate:12,.0f} rows/s  ({qscore_s:.2f} s, of which final scoring {finish_s:.2f} s)")
+    print(f"  streaming Q-Score  : {q_rate:12,.0f} rows/s  ({qscore_s:.2f} s, of which final scoring {finish_s:.2f} s; "
+          f"{warm['threads']} threads; one-time kernel load/compile {warm['warmup_s']:.2f} s, excluded)")
     print(f"  ratio Q-Score / plain: {q_rate / plain_rate:.2f}  (target >= 0.5)")
     before = BEFORE.get((args.n, torch.get_num_threads())) if args.dim == 2048 and args.block_rows == 512 else None
-    for plain_b, q_b, ratio_b, load_b in before or []:
-        print(f"  before (f53dc5a, quoted run at load {load_b:.1f}): plain {plain_b:,} rows/s, Q-Score {q_b:,} "
+    for code, plain_b, q_b, ratio_b, load_b in before or []:
+        print(f"  before ({code}, quoted run at load {load_b:.1f}): plain {plain_b:,} rows/s, Q-Score {q_b:,} "
               f"rows/s, ratio {ratio_b:.2f}; this run's ratio / that one: {q_rate / plain_rate / ratio_b:.2f}x")
     ratios = [q_rate / plain_rate]
     if cold is not None:

@@ -207,3 +207,84 @@ def test_float16_fast_path_and_float32_read_in_place_match_the_float32_copy_bit_
         for field in ("scores", "n_highly", "n_discriminative", "counts", "discriminative"):
             a, b = getattr(res, field), getattr(ref, field)
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (name, field)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_compiled_kernel_matches_the_numpy_reference_and_the_equations(dtype):
+    from replens.quality.qscore import _block_kernel, _kernel_source, _run_kernel, _Slot
+
+    x, _ = sparse_representations(200, 72, seed=4)
+    x[[3, 150]] = 0.0  # zero rows: nothing above the mean
+    x[9] = 2.0 + np.linspace(0, 1e-3, 72)  # nearly constant: the exact two-pass variance
+    x = x.astype(dtype)
+    ref = direct_qscore(x, 4.0, 50, 95)
+    source, shared = _kernel_source(x)
+    assert shared and not source.flags.writeable  # read in place (float16 as its bit patterns)
+    out = _run_kernel(source, 4.0, _Slot.make(len(x), x.shape[1]))
+    numpy_out = _block_kernel(x, 4.0)
+    np.testing.assert_array_equal(out.n_highly, numpy_out.n_highly)
+    np.testing.assert_array_equal(out.cols, numpy_out.cols)
+    np.testing.assert_allclose(out.deviation, numpy_out.deviation, rtol=2e-6, atol=1e-7)
+    np.testing.assert_array_equal(out.counts, np.bincount(numpy_out.cols, minlength=x.shape[1]))
+    rows = np.repeat(np.arange(len(x)), out.n_highly)
+    assert [set(out.cols[rows == i].tolist()) for i in range(len(x))] == ref["L"]
+    h = x.astype(np.float64) / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-300)
+    np.testing.assert_allclose(out.deviation, h[rows, out.cols] - h.mean(axis=1)[rows], rtol=1e-6, atol=1e-7)
+
+
+def test_compiled_kernel_threshold_is_exact_in_float64_and_ties_stay_out():
+    from replens.quality.qscore import _kernel_source, _run_kernel, _Slot
+
+    rng = np.random.default_rng(2)
+    row = rng.gamma(1.0, 1.0, 64).astype(np.float32)
+    row[10] = 7.0
+    wide = row.astype(np.float64)
+    mean, sigma = wide.mean(), wide.std()
+    # thresholds 1e-9 below and above the entry 7: a float32 threshold would round both to 7 itself
+    for target, inside in ((7.0 * (1 - 1e-9), True), (7.0 * (1 + 1e-9), False), (7.0, False)):
+        eps = (target - mean) / sigma
+        out = _run_kernel(_kernel_source(row[None])[0], eps, _Slot.make(1, 64))
+        expected = set(np.flatnonzero(wide > mean + eps * sigma).tolist())
+        assert (10 in expected) == inside
+        assert set(out.cols.tolist()) == expected
+    # eps = 0: entries equal to the mean are not above it (float16 and float32 alike)
+    for dtype in (np.float16, np.float32):
+        tie = np.array([[1.0, 2.0, 3.0, 2.0]], dtype=dtype)
+        out = _run_kernel(_kernel_source(tie)[0], 0.0, _Slot.make(1, 4))
+        assert out.cols.tolist() == [2] and out.n_highly.tolist() == [1]
+
+
+def test_thread_counts_give_identical_results(tmp_path):
+    x, _ = sparse_representations(400, 40, seed=8)
+    half = x.astype(np.float16)
+    runs = {}
+    for threads in (1, 2, 3):
+        for dtype, data in (("float16", half), ("float32", half.astype(np.float32))):
+            with QScoreStream(threads=threads, spill_dir=tmp_path) as stream:
+                for block in iter_row_blocks(data, 23):
+                    stream.update(block)
+                runs[threads, dtype] = stream.result()
+    ref = runs[1, "float16"]
+    for key, res in runs.items():
+        for field in ("scores", "n_highly", "n_discriminative", "counts", "discriminative"):
+            assert getattr(res, field).tobytes() == getattr(ref, field).tobytes(), (key, field)
+    assert not list(tmp_path.iterdir())  # the spill folders are gone
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        QScoreStream(threads=0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_non_finite_rows_of_background_blocks_name_global_rows(threads):
+    x, _ = sparse_representations(60, 16, seed=5)
+    x = x.astype(np.float16)
+    bad = x.copy()
+    bad[23, 4] = np.inf  # third block: the caller's own with 3 threads
+    bad[47, 0] = np.nan  # fifth block: a background thread's
+    with QScoreStream(threads=threads) as stream, pytest.raises(NonFiniteRowsError, match=r"rows \[23\]") as info:
+        for block in iter_row_blocks(bad, 10):
+            stream.update(block)
+        stream.result()
+    assert info.value.rows == [23]
+    bad[23, 4] = 0.0
+    with pytest.raises(NonFiniteRowsError, match=r"rows \[47\]"):
+        qscore_array(bad, block_rows=10)

@@ -29,22 +29,44 @@ per-feature counts (for ``A``) and writes the sparse highly activating entries
 (feature id and normalised deviation, a few per row) to a temporary spill
 file; ``D`` is known only after the last row, and the Q-Scores are then
 computed from the spill without a second pass over the data. Memory is one
-block plus O(r) counters plus 4 bytes per sample (``|L_i|``); memory-mapped
-inputs have their pages released after each block (``madvise(DONTNEED)``), so
-the resident set stays bounded whatever ``N``.
+block per thread (with its entries) plus O(r) counters plus 4 bytes per sample
+(``|L_i|``); memory-mapped inputs have their pages released after each block
+(``madvise(DONTNEED)``), so the resident set stays bounded whatever ``N``.
 
-Each block goes through two stages: (1) in the caller's thread, float32
-values (torch's vectorised float16 conversion into a reused buffer; read-only
-float32 input such as a memory map is read in place, without a copy) and the
-row statistics; (2) on one background thread, the comparison with the
-thresholds (on the float16 bit patterns when the input is float16, into a
-reused mask), the sparse entries (gathered from the block itself) and the
-spill writes, overlapping the next block's stage 1. Row statistics use
-float32 sums; rows whose ``E[h^2] - mu^2`` would cancel (nearly constant rows)
-are recomputed exactly in float64. Stage 2 reads float16 blocks (and
-read-only float32 ones) after :meth:`QScoreStream.update` returns, with at most
-two blocks in flight: a caller that reuses a float16 array must not overwrite
-it until two more updates, or ``result``, have returned.
+Each block runs through one compiled kernel (numba, ``_rows_entries``), row by
+row: a first loop reads the row into an L1-resident float32 buffer (float16 is
+read as its bit pattern and converted with the CPU's vector half-to-float
+instruction; float32, a read-only memory map included, is read in place;
+other dtypes are converted to a float32 copy first) while
+it accumulates the float64 sum and sum of squares; a second loop over the
+buffer compares with the threshold and emits the entries (feature id,
+normalised deviation), ``|L_i|`` and the per-feature counts of ``A``. The
+kernel is hand-written because numpy and torch need several passes over each
+block (convert, sum, norm, compare, nonzero, gather, deviation, bincount), each
+streaming the whole block through memory; the fused kernel reads it once. The
+final scoring (Eq. 3.1 over the spill) is compiled too. The numpy
+implementation it replaced (``_block_stats``, ``_block_entries``) stays as the
+reference the tests check the kernel against.
+
+Exactness: row statistics are float64 sums of the float32 values; rows whose
+``E[h^2] - mu^2`` would cancel (nearly constant rows) get the exact two-pass
+float64 variance. The test ``h_ij > mu_i + eps sigma_i`` is exact against the
+float64 threshold (a float32 ``v`` exceeds ``t`` iff it exceeds the largest
+float32 ``<= t``), so ``L_i`` can differ from a float64 reference only for
+entries within rounding of the threshold (ties). Rows with NaN or infinite
+values, or whose sum of squares overflows float32, raise
+:class:`NonFiniteRowsError` with their global row indices.
+
+Threads: blocks are dealt round-robin to ``threads`` threads (the caller's and
+``threads - 1`` background ones; by default torch's thread count, at least 2);
+the kernel releases the GIL and results are committed in block order, so the
+output does not depend on the thread count. A block handed to a background
+thread is read after :meth:`QScoreStream.update` returns: float16 and
+read-only float32 blocks are read in place (a caller that reuses such an array
+must not overwrite it until ``threads - 1`` more updates, or ``result``, have
+returned), writeable float32 blocks are copied first. The kernels compile on
+first use (seconds) and are cached beside this module (``cache=True``); a new
+process loads them in about half a second.
 """
 
 from __future__ import annotations
@@ -65,6 +87,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import njit, types
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic, overload
 from tqdm.auto import tqdm
 
 from replens.models import EmbeddingsError, extract_features
@@ -103,9 +129,10 @@ def eps_for_dim(dim: int) -> float:
     if dim < 1:
         raise ValueError(f"representation size must be positive, got {dim}")
     return float(min(4.0, max(1.5, np.log2(dim) / 4.0)))
-# rows whose float32 E[h^2] - mu^2 is below this fraction of E[h^2] (cancellation) get mean and
-# variance recomputed exactly in float64 (two-pass)
+# rows whose one-pass E[h^2] - mu^2 is below this fraction of E[h^2] (cancellation) get mean and
+# variance recomputed exactly in float64 (two-pass; the numpy reference sums in float32, the kernel in float64)
 _NEAR_CONSTANT = 1e-3
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class NonFiniteRowsError(ValueError):
@@ -223,7 +250,9 @@ def iter_row_blocks(array: np.ndarray, block_rows: int = 512, keep_blocks: int =
     releaser.release_through(array.shape[0])
 
 
-# --------------------------------------------------------------------------- the per-block kernel
+# --------------------------------------------------------------------------- the numpy reference of the kernel
+# The implementation before the compiled kernel (float32 statistics, several numpy/torch passes per block);
+# the tests check the compiled kernel against it.
 @dataclass
 class _BlockStats:
     raw: np.ndarray  # (B, r) the block as given
@@ -241,6 +270,7 @@ class _BlockOut:
     n_highly: np.ndarray  # (B,) int32 |L_i|
     cols: np.ndarray  # (k,) feature ids of the highly activating entries, row-major
     deviation: np.ndarray  # (k,) float32 normalised deviations (h_ij - mu_i) / ||h_i||
+    counts: np.ndarray | None = None  # (r,) int64 entries per feature (the compiled kernel's slot)
 
 
 def _block_stats(raw: np.ndarray, eps: float, first_row: int, buffer: torch.Tensor | None = None) -> _BlockStats:
@@ -350,6 +380,181 @@ def _block_entries(stats: _BlockStats, mask: np.ndarray | None = None) -> _Block
 def _block_kernel(raw: np.ndarray, eps: float, first_row: int = 0) -> _BlockOut:
     """Both stages on one block (for tests and single-threaded use)."""
     return _block_entries(_block_stats(raw, eps, first_row))
+
+
+# --------------------------------------------------------------------------- the compiled kernel
+# Hand-written because numpy and torch need several passes over each block (convert, sum, norm, compare,
+# nonzero, gather, deviation, bincount), each streaming the whole block through memory; this kernel
+# reads each row once into an L1-resident float32 buffer and does everything else there.
+@intrinsic
+def _half_bits_to_single(typingctx: Any, bits: Any) -> Any:
+    """float32 value of a float16 bit pattern (uint16): LLVM's ``fpext half``, vectorised (F16C on x86)."""
+    if not isinstance(bits, types.Integer) or bits.bitwidth != 16:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+def _as_single(value: Any) -> Any:
+    """A stored entry as float32 (compiled only: see the overload)."""
+    raise NotImplementedError("compiled-only helper")
+
+
+@overload(_as_single, jit_options={"nogil": True})
+def _as_single_overload(value: Any) -> Any:
+    # the implementations repeat the stub's signature, annotations included (numba compares them)
+    def from_half(value: Any) -> Any:  # float16 read as its uint16 bit pattern
+        return _half_bits_to_single(value)
+
+    def from_other(value: Any) -> Any:
+        return np.float32(value)
+
+    return from_half if isinstance(value, types.Integer) else from_other
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _row_stats(row: np.ndarray, buf: np.ndarray, near: float) -> tuple[float, float, float]:
+    """One row into ``buf`` (float32): float64 ``(mean, variance, sum of squares)``.
+
+    One pass accumulates the sum and the sum of squares (float64; ``reassoc`` lets LLVM vectorise the
+    sums, deterministic for a given build); rows whose ``E[h^2] - mu^2`` cancels (variance at most
+    ``near`` of ``E[h^2]``) get the exact two-pass variance from the buffer.
+    """
+    dim = row.shape[0]
+    total = 0.0
+    squares = 0.0
+    for j in range(dim):
+        value = _as_single(row[j])
+        buf[j] = value
+        wide = np.float64(value)
+        total += wide
+        squares += wide * wide
+    mean = total / dim
+    second = squares / dim
+    var = second - mean * mean
+    if var <= near * second:
+        acc = 0.0
+        for j in range(dim):
+            dev = np.float64(buf[j]) - mean
+            acc += dev * dev
+        var = acc / dim
+    return mean, var, squares
+
+
+@njit(cache=True, nogil=True)
+def _row_emit(buf: np.ndarray, threshold: np.float32, mean: float, norm: float, flags: np.ndarray,
+              cols: np.ndarray, devs: np.ndarray, counts: np.ndarray, pos: int) -> int:
+    """Append the entries ``buf[j] > threshold`` (feature id, normalised deviation) at ``pos``; new ``pos``.
+
+    A vectorised loop writes the comparison as bytes into ``flags`` (zero-padded to whole 8-byte
+    words); the scan then reads 8 flags at a time and visits only the set ones (their byte index is
+    the word's trailing zero bits / 8: little-endian, as on every target numba supports).
+    """
+    for j in range(buf.shape[0]):
+        flags[j] = buf[j] > threshold
+    words = flags.view(np.uint64)
+    for w in range(words.shape[0]):
+        word = words[w]
+        while word:
+            j = w * 8 + (trailing_zeros(word) >> 3)
+            word &= word - np.uint64(1)
+            cols[pos] = j
+            devs[pos] = np.float32((np.float64(buf[j]) - mean) / norm)
+            counts[j] += 1
+            pos += 1
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _rows_entries(src: np.ndarray, eps: float, near: float, cols: np.ndarray, devs: np.ndarray,
+                  n_highly: np.ndarray, counts: np.ndarray) -> int:
+    """L_i of every row of ``src`` (float32, or float16 read as uint16): the fused per-row kernel.
+
+    Writes the entries row after row into ``cols``/``devs`` (room for every entry of the block),
+    ``|L_i|`` into ``n_highly`` (-1, and no entries, for a row with NaN/inf or a sum of squares
+    beyond float32) and adds 1 to ``counts[j]`` per entry. The test ``h_ij > mu_i + eps sigma_i``
+    against the float64 threshold ``t`` is exact: for a float32 ``v``, ``v > t`` iff
+    ``v > floor32(t)``, the largest float32 ``<= t``. Returns the number of entries written.
+    """
+    n_rows, dim = src.shape
+    buf = np.empty(dim, np.float32)
+    flags = np.zeros(-(-dim // 8) * 8, np.uint8)
+    pos = 0
+    for i in range(n_rows):
+        mean, var, squares = _row_stats(src[i], buf, near)
+        norm = np.sqrt(squares)
+        if not (np.isfinite(mean) and np.isfinite(var) and squares <= _FLOAT32_MAX):
+            n_highly[i] = -1
+            continue
+        limit = mean + eps * np.sqrt(max(var, 0.0))
+        threshold = np.float32(limit)
+        if threshold > limit:
+            threshold = np.nextafter(threshold, np.float32(-np.inf))
+        start = pos
+        pos = _row_emit(buf, threshold, mean, norm, flags, cols, devs, counts, pos)
+        n_highly[i] = pos - start
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _score_rows(cols: np.ndarray, devs: np.ndarray, n_highly: np.ndarray, is_disc: np.ndarray,
+                scores: np.ndarray, n_disc: np.ndarray) -> None:
+    """Eq. 3.1 for consecutive rows: mean float64 deviation over ``L_i & D`` (0 where empty)."""
+    pos = 0
+    for i in range(n_highly.shape[0]):
+        total = 0.0
+        count = 0
+        for k in range(pos, pos + n_highly[i]):
+            if is_disc[cols[k]]:
+                total += np.float64(devs[k])
+                count += 1
+        pos += n_highly[i]
+        scores[i] = total / count if count > 0 else 0.0
+        n_disc[i] = count
+
+
+def _kernel_source(rows: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``rows`` as the kernel reads them: C-contiguous read-only float32, or float16 viewed as uint16.
+
+    Returns the array and whether it is a view of the caller's (not a copy made here). Read-only
+    views keep one compiled variant per dtype (numba types writeable and read-only arrays apart).
+    """
+    source = np.asarray(rows)
+    if source.dtype == np.float16:
+        source = np.ascontiguousarray(source).view(np.uint16)
+    elif source.dtype != np.float32 or not source.flags.c_contiguous:
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: a non-finite row
+            source = np.ascontiguousarray(source, dtype=np.float32)
+    shared = np.may_share_memory(source, rows) if isinstance(rows, np.ndarray) else False
+    source = source.view()
+    source.flags.writeable = False
+    return source, shared
+
+
+@dataclass
+class _Slot:
+    """Output buffers of one block in flight (reused): entries, ``|L_i|`` and per-feature counts."""
+
+    cols: np.ndarray
+    devs: np.ndarray
+    n_highly: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def make(cls, n_rows: int, dim: int) -> _Slot:
+        # room for every entry of the block; pages are touched only as entries are written
+        return cls(np.empty(n_rows * dim, np.int32), np.empty(n_rows * dim, np.float32),
+                   np.empty(n_rows, np.int32), np.zeros(dim, np.int64))
+
+
+def _run_kernel(source: np.ndarray, eps: float, slot: _Slot) -> _BlockOut:
+    """The compiled kernel on one block into ``slot``: ``n_highly`` is -1 on non-finite rows."""
+    n_rows = source.shape[0]
+    entries = _rows_entries(source, eps, _NEAR_CONSTANT, slot.cols, slot.devs, slot.n_highly, slot.counts)
+    return _BlockOut(slot.n_highly[:n_rows], slot.cols[:entries], slot.devs[:entries], slot.counts)
 
 
 # --------------------------------------------------------------------------- results
@@ -464,14 +669,20 @@ class QScoreStream:
     Args:
         eps: The ``epsilon`` of ``L_i`` (section 3.3; 4 in the paper).
         spill_dir: Folder for the temporary spill file (default: the system temp dir).
-        background: Run stage 2 of each block on a background thread (see the module docstring).
+        background: Run blocks on background threads too (see the module docstring); ``False``
+            runs every block in the caller's thread.
+        threads: Threads that run blocks, the caller's included (default: torch's thread count, at
+            least 2).
     """
 
     def __init__(
-        self, eps: float = DEFAULT_EPS, *, spill_dir: str | Path | None = None, background: bool = True
+        self, eps: float = DEFAULT_EPS, *, spill_dir: str | Path | None = None, background: bool = True,
+        threads: int | None = None,
     ) -> None:
         if not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.eps = float(eps)
         # named like the run folders' half-written files (``.NAME.*.tmp``), so a run folder's stale-lock
         # cleanup removes the spill of a killed process
@@ -483,13 +694,14 @@ class QScoreStream:
         self.counts: np.ndarray | None = None
         self.n = 0
         self._col_dtype: type = np.uint16
-        # stage 2 of each block (L_i entries, spill writes) runs on one background thread while the
-        # caller reads and converts the next block; numpy and torch release the GIL in both stages
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qscore") if background else None
-        self._pending: deque[Future[None]] = deque()
-        # reused buffers: stage 1's float32 copy (caller's thread), stage 2's comparison mask (one worker)
-        self._values: torch.Tensor | None = None
-        self._mask: np.ndarray | None = None
+        # default: torch's thread count, at least 2 (the caller and one background thread, as before)
+        self.threads = 1 if not background else threads or max(2, torch.get_num_threads())
+        # blocks are dealt round-robin: threads - 1 go to the pool, every threads-th runs in the caller;
+        # results are committed in block order (the compiled kernel releases the GIL)
+        self._pool = (ThreadPoolExecutor(max_workers=self.threads - 1, thread_name_prefix="qscore")
+                      if self.threads > 1 else None)
+        self._pending: deque[tuple[Future[_BlockOut], int]] = deque()  # (kernel run, first row)
+        self._slots: list[_Slot | None] = [None] * self.threads  # output buffers, one per block in flight
 
     @property
     def dim(self) -> int:
@@ -499,11 +711,12 @@ class QScoreStream:
     def update(self, rows: np.ndarray | torch.Tensor) -> None:
         """Add the next block of rows (raw representations, any float dtype).
 
-        A float16 block is read again after this returns (see the module docstring): do not
-        overwrite it until two more updates, or :meth:`result`, have returned.
+        A float16 or read-only float32 block may be read after this returns (see the module
+        docstring): do not overwrite it until ``threads - 1`` more updates, or :meth:`result`, have returned.
 
         Raises:
-            NonFiniteRowsError: A row holds NaN/inf (the message names its global row index).
+            NonFiniteRowsError: A row holds NaN/inf (the message names its global row index); for a
+                block handed to a background thread, raised by a later update or by :meth:`result`.
             ValueError: The block is not 2-D or its width differs from earlier blocks.
         """
         if self._cols.closed:
@@ -521,32 +734,44 @@ class QScoreStream:
             self._col_dtype = np.uint16 if rows.shape[1] <= np.iinfo(np.uint16).max + 1 else np.uint32
         elif rows.shape[1] != self.dim:
             raise ValueError(f"block has {rows.shape[1]} features, earlier blocks had {self.dim}")
-        if self._values is None or self._values.numel() < rows.size:
-            self._values = torch.empty(rows.size, dtype=torch.float32)
-        stats = _block_stats(rows, self.eps, self.n, self._values)
-        self.n += rows.shape[0]
-        if self._pool is None:
-            self._store(stats)
+        source, shared = _kernel_source(rows)
+        first_row, self.n = self.n, self.n + rows.shape[0]
+        slot = self._slot(len(self._pending), source.shape[0])
+        if self._pool is not None and len(self._pending) < self.threads - 1:
+            if shared and source.dtype == np.float32 and np.asarray(rows).flags.writeable:
+                source = source.copy()  # a writeable float32 array the caller may reuse: read a copy later
+            self._pending.append((self._pool.submit(_run_kernel, source, self.eps, slot), first_row))
             return
-        self._pending.append(self._pool.submit(self._store, stats))
-        while len(self._pending) > 2:  # bound memory: at most two blocks in flight
-            self._pending.popleft().result()
+        out = _run_kernel(source, self.eps, slot)
+        self._drain()
+        self._commit(out, first_row)
 
-    def _store(self, stats: _BlockStats) -> None:
-        """Stage 2 of one block: its L_i entries to the counts and the spill (blocks arrive in order)."""
-        if self._mask is None or self._mask.size < stats.raw.size:
-            self._mask = np.empty(stats.raw.size, dtype=bool)
-        out = _block_entries(stats, self._mask)
-        assert self.counts is not None
-        self.counts += np.bincount(out.cols, minlength=self.dim)
+    def _slot(self, index: int, n_rows: int) -> _Slot:
+        """The output buffers of the ``index``-th block in flight, large enough for ``n_rows`` rows."""
+        slot = self._slots[index]
+        if slot is None or len(slot.n_highly) < n_rows:  # first use, or a larger block than before
+            slot = self._slots[index] = _Slot.make(n_rows, self.dim)
+        return slot
+
+    def _commit(self, out: _BlockOut, first_row: int) -> None:
+        """One block's L_i entries to the counts and the spill (blocks arrive in order)."""
+        bad = np.flatnonzero(out.n_highly < 0)
+        if len(bad):
+            rows = (bad + first_row).tolist()
+            raise NonFiniteRowsError(f"non-finite values in rows {rows[:10]}{' ...' if len(rows) > 10 else ''}", rows)
+        assert self.counts is not None and out.counts is not None
+        self.counts += out.counts
+        out.counts[:] = 0  # the slot's counts start again from zero for its next block
         self._cols.write(out.cols.astype(self._col_dtype))
         self._devs.write(out.deviation)
         self._blocks.append((len(out.n_highly), len(out.cols)))
-        self._n_highly.append(out.n_highly)
+        self._n_highly.append(out.n_highly.copy())
 
     def _drain(self) -> None:
+        """Wait for the blocks in flight and commit them in order."""
         while self._pending:
-            self._pending.popleft().result()
+            future, first_row = self._pending.popleft()
+            self._commit(future.result(), first_row)
 
     def percentages(self) -> np.ndarray:
         """``A_j = 100 / N * #{i : j in L_i}`` so far."""
@@ -577,7 +802,7 @@ class QScoreStream:
         row = block = 0
         with open(self._dir / "cols.bin", "rb") as cols_file, open(self._dir / "devs.bin", "rb") as devs_file:
             while block < len(self._blocks):
-                # a group of consecutive blocks holding at most ~4M entries (bounded memory, few numpy calls)
+                # a group of consecutive blocks holding at most ~4M entries (bounded memory)
                 n_rows = entries = 0
                 while block < len(self._blocks) and (entries == 0 or entries + self._blocks[block][1] <= 4_000_000):
                     n_rows += self._blocks[block][0]
@@ -585,21 +810,8 @@ class QScoreStream:
                     block += 1
                 cols = np.fromfile(cols_file, dtype=self._col_dtype, count=entries)
                 devs = np.fromfile(devs_file, dtype=np.float32, count=entries)
-                group = n_highly[row : row + n_rows]
-                local = np.repeat(np.arange(n_rows), group)
-                keep = is_disc.take(cols)
-                # deviations are >= +0 (h_ij > threshold_i >= mu_i; +inf where a norm underflowed), so adding
-                # the zeros of the entries outside D leaves every float64 row sum bit-identical to the sum
-                # over L_i & D alone
-                np.copyto(devs, np.float32(0), where=~keep)
-                total = np.bincount(local, weights=devs, minlength=n_rows).astype(np.float64, copy=False)
-                kept = np.zeros(len(keep) + 1, dtype=np.int32 if entries < 2**31 else np.int64)
-                np.cumsum(keep, dtype=kept.dtype, out=kept[1:])
-                ends = np.cumsum(group)
-                count = kept[ends] - kept[ends - group]
-                np.divide(total, count, out=total, where=count > 0)
-                scores[row : row + n_rows] = np.where(count > 0, total, 0.0)
-                n_disc[row : row + n_rows] = count
+                _score_rows(cols, devs, n_highly[row : row + n_rows], is_disc,
+                            scores[row : row + n_rows], n_disc[row : row + n_rows])
                 row += n_rows
         return scores, n_disc
 
