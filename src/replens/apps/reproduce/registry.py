@@ -13,9 +13,13 @@ order, initialisation, views and probes follow each seed, the data (the
 world, limited real subsets) follow ``data_seed``. ``result.json`` keeps
 every run's rows, the mean rows with their stds, and, when the recipe states
 the paper's claim (:class:`~replens.apps.reproduce.verdict.Claim`), the verdict of
-the stated paired test over seeds. A recipe whose numbers are all NaN, that
-has no rows, or that says it judged nothing (``RecipeResult.no_result``) is
-recorded as *no result* with the reason.
+the stated paired test over seeds. A recipe that runs once (it trains nothing,
+e.g. a pretrained checkpoint) may return per-sample arrays
+(``RecipeResult.samples``, written to ``samples.npz`` in its run folder); a
+claim with a ``resample`` function is then judged by a bootstrap over those
+test samples. A recipe whose numbers are all NaN, that has no rows, or that
+says it judged nothing (``RecipeResult.no_result``) is recorded as *no result*
+with the reason.
 
 In ``result.json`` the dissertation's numbers are under ``paper`` and the
 random seeds under ``seeds``.
@@ -45,13 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from replens.apps.reproduce.paper import load_paper_numbers
-from replens.apps.reproduce.verdict import Claim, aggregate_rows, judge
+from replens.apps.reproduce.verdict import Claim, aggregate_rows, judge, sample_count
 from replens.config import ConfigError, from_dict
 from replens.data import open_source
 from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
 from replens.registry import Registry
-from replens.runs import atomic_write_json, atomic_write_text
+from replens.runs import atomic_write, atomic_write_json, atomic_write_text
 from replens.world import GENERATOR_VERSION, WorldConfig, generate_world
 
 #: TrainConfig fields of the small budget (CPU, the embedded world, minutes).
@@ -390,6 +394,9 @@ class RecipeResult:
         protocol: What was run: data, model, steps, budget (the runner adds wall time and trainings).
         notes: Departures from the paper.
         no_result: Why the run has no result (e.g. ``"0 feature groups judged"``); empty: it has one.
+        samples: Per-sample arrays of the test samples (numpy arrays sharing their first axis, e.g.
+            ``{"qscore": (n, models), "correct": (n, models)}``), written to ``samples.npz``; a claim's
+            ``resample`` bootstraps them when the recipe ran once. Empty: none.
     """
 
     rows: list[dict[str, Any]]
@@ -397,6 +404,7 @@ class RecipeResult:
     protocol: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     no_result: str = ""
+    samples: dict[str, Any] = field(default_factory=dict)
 
 
 def nothing_counted(**counts: int) -> str:
@@ -439,7 +447,40 @@ def _one_run(rec: Recipe, ctx: RecipeContext) -> tuple[RecipeResult, dict[str, A
     for fig in res.figures:
         if not (ctx.out / fig).is_file():
             raise FileNotFoundError(f"recipe {rec.id} lists the figure {fig} but {ctx.out / fig} does not exist")
+    if res.samples:
+        write_samples(ctx.out / SAMPLES_FILE, res.samples)
     return res, dict(ctx.trainings)
+
+
+#: Per-sample arrays of a run (``RecipeResult.samples``), in its run folder.
+SAMPLES_FILE = "samples.npz"
+
+
+def write_samples(path: Path, samples: dict[str, Any]) -> Path:
+    """Write per-sample arrays atomically as ``.npz`` (checked to share their first axis).
+
+    Raises:
+        ValueError: Arrays of different first-axis lengths.
+    """
+    import numpy as np
+
+    sample_count(samples)
+    arrays = {k: np.asarray(v) for k, v in samples.items()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, write)
+
+
+def _claim_entry(claim: Claim | None, verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The claim in ``result.json``: its text, direction, quantity and the test that judged it."""
+    if claim is None:
+        return None
+    bootstrap = verdict is not None and str(verdict["test"]).startswith("bootstrap")
+    test = claim.describe(samples=int(verdict["n"])) if bootstrap else claim.describe()  # type: ignore[index]
+    return {"text": claim.text, "direction": claim.direction, "test": test, "quantity": claim.quantity}
 
 
 def run_recipe(id: str, ctx: RecipeContext) -> dict[str, Any]:
@@ -452,7 +493,8 @@ def run_recipe(id: str, ctx: RecipeContext) -> dict[str, Any]:
 
     Returns:
         The result: ``{id, title, section, kind, budget, status, no_result, rows, rows_std, runs, claim,
-        no_claim, verdict, figures, protocol, notes, paper, seeds, seconds}``, where ``paper`` holds the
+        no_claim, verdict, figures, samples, protocol, notes, paper, seeds, seconds}``, where ``samples``
+        names the first run's ``samples.npz`` (None without per-sample arrays), ``paper`` holds the
         dissertation's numbers (``replens.apps.reproduce.paper.load_paper_numbers``), ``rows`` the mean over
         runs and ``rows_std`` their standard deviations.
 
@@ -475,7 +517,8 @@ def run_recipe(id: str, ctx: RecipeContext) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     rows, rows_std = aggregate_rows([r.rows for _, r, _ in runs])
     reasons = [no_result_reason(r.rows, r.no_result) for _, r, _ in runs]
-    verdict = judge(rec.claim, [r.rows for _, r, _ in runs]).as_dict() if rec.claim else None
+    samples = first.samples if len(runs) == 1 else {}
+    verdict = judge(rec.claim, [r.rows for _, r, _ in runs], samples).as_dict() if rec.claim else None
     no_result = ""
     if any(reasons):
         no_result = "; ".join(f"seed {s}: {why}" for (s, _, _), why in zip(runs, reasons, strict=True) if why)
@@ -500,11 +543,11 @@ def run_recipe(id: str, ctx: RecipeContext) -> dict[str, Any]:
         "columns": list(dict.fromkeys(k for row in rows for k in row)),
         "runs": [{"seed": s, "rows": r.rows, "protocol": r.protocol, "no_result": r.no_result, "trainings": tr}
                  for s, r, tr in runs] if len(runs) > 1 else [],
-        "claim": ({"text": rec.claim.text, "direction": rec.claim.direction, "test": rec.claim.describe(),
-                   "quantity": rec.claim.quantity} if rec.claim else None),
+        "claim": _claim_entry(rec.claim, verdict),
         "no_claim": rec.no_claim if rec.claim is None else "",
         "verdict": verdict,
         "figures": list(first.figures),
+        "samples": SAMPLES_FILE if first.samples else None,
         "protocol": protocol,
         "notes": first.notes,
         "paper": paper_numbers,

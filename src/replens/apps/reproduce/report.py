@@ -328,7 +328,8 @@ def _seeds_line(results: list[dict[str, Any]]) -> list[str]:
                        for n in sorted(set(per_recipe), reverse=True))
     return ["", f"Runs behind the headline results of {len(per_recipe)} recipes: {groups} "
             "(`--set seeds=N`; mean ± std cells and paired verdicts need 2 or more; with 1 a claim can only be "
-            "'not significant')."]
+            "'not significant', unless the recipe stored per-sample arrays and its claim is judged by a bootstrap "
+            "over test samples)."]
 
 
 def _run_missing(recipes: list[Any], run_root: Path, *, seed: int, device: str,

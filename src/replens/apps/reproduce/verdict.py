@@ -8,7 +8,7 @@ returns a :class:`Verdict`:
 
 * ``holds``: the difference is significant at ``alpha`` and has the claimed sign;
 * ``reversed``: significant with the opposite sign;
-* ``not significant``: otherwise (including a single run, where no paired test exists);
+* ``not significant``: otherwise (including a single run without per-sample arrays, where no test exists);
 * ``no result``: no finite pair at all.
 
 Tests (two-sided, ``alpha = 0.05`` unless a claim says otherwise):
@@ -19,7 +19,14 @@ Tests (two-sided, ``alpha = 0.05`` unless a claim says otherwise):
 * ``"sign test"``: exact binomial test of positive vs negative differences (ties dropped);
 * :func:`bootstrap_verdict`: for one run only, a paired bootstrap over test
   samples of per-sample outcomes (e.g. correct / wrong of the same test images
-  under control and treatment).
+  under control and treatment);
+* :func:`resampled_verdict` (``"bootstrap over test samples"``): for one run only
+  (e.g. a pretrained checkpoint, which has no seeds), when the recipe stored
+  per-sample arrays (``RecipeResult.samples``) and its claim has a ``resample``
+  function: the test samples are drawn with replacement and ``resample``
+  recomputes ``(control, treatment)`` on each draw (e.g. 50 and the AUROC of the
+  drawn Q-Scores against the drawn correctness). :func:`judge` uses it where
+  exactly one run exists and samples are given; several runs keep the paired test.
 
 :func:`row_of`, :func:`cell`, :func:`mean_cell` and :func:`between` read a claim's numbers out of a run's rows by
 their labels (not their positions, so added control rows do not shift them).
@@ -52,12 +59,14 @@ class Verdict:
 
     Attributes:
         verdict: One of :data:`VERDICTS`.
-        test: The test that decided (``"paired t-test"``, ``"sign test"``, ``"paired bootstrap"``, or ``"none"``).
+        test: The test that decided (``"paired t-test"``, ``"sign test"``, ``"paired bootstrap"``,
+            ``"bootstrap over test samples (B resamples of n)"`` or ``"none"``).
         n: Pairs (runs) or test samples that entered the test.
         control_mean: Mean of the control's numbers.
         treatment_mean: Mean of the treatment's numbers.
         difference_mean: Mean of ``treatment - control``.
-        difference_std: Sample standard deviation of the differences (ddof 1; NaN for fewer than 2).
+        difference_std: Sample standard deviation of the differences (ddof 1; NaN for fewer than 2); for
+            ``bootstrap over test samples`` the std of the resampled differences (the bootstrap standard error).
         p_value: Two-sided p-value (NaN when no test ran).
         alpha: Significance level.
         direction: ``+1``: the claim says treatment > control; ``-1``: treatment < control.
@@ -92,6 +101,10 @@ class Claim:
         test: ``"paired t-test"`` or ``"sign test"`` (over runs).
         alpha: Significance level of the two-sided test.
         quantity: What the numbers are, for the report (e.g. ``"linear top-1 %"``).
+        resample: ``resample(samples) -> (control, treatment)`` from a run's per-sample arrays (all
+            sharing their first axis, one entry per test sample), or None. With one run only,
+            :func:`judge` bootstraps the test samples through it (:func:`resampled_verdict`).
+        resamples: Bootstrap draws of :func:`resampled_verdict`.
     """
 
     text: str
@@ -100,6 +113,8 @@ class Claim:
     test: str = "paired t-test"
     alpha: float = 0.05
     quantity: str = ""
+    resample: Callable[[dict[str, np.ndarray]], tuple[float, float]] | None = None
+    resamples: int = 2000
 
     def __post_init__(self) -> None:
         if self.direction not in (1, -1):
@@ -108,10 +123,21 @@ class Claim:
             raise ValueError(f"Claim.test must be one of {TESTS}, got {self.test!r}")
         if not 0 < self.alpha < 1:
             raise ValueError(f"Claim.alpha must be in (0, 1), got {self.alpha}")
+        if self.resamples < 1:
+            raise ValueError(f"Claim.resamples must be >= 1, got {self.resamples}")
 
-    def describe(self) -> str:
-        """The stated test in words: ``"paired t-test over seeds, two-sided, alpha 0.05"``."""
+    def describe(self, samples: int | None = None) -> str:
+        """The test in words: ``"paired t-test over seeds, two-sided, alpha 0.05"``, or with ``samples``
+        (one run judged by :func:`resampled_verdict`) ``"bootstrap over test samples (2000 resamples of
+        1000), two-sided, alpha 0.05"``."""
+        if samples is not None:
+            return f"{bootstrap_test_name(self.resamples, samples)}, two-sided, alpha {self.alpha:g}"
         return f"{self.test} over seeds, two-sided, alpha {self.alpha:g}"
+
+
+def bootstrap_test_name(resamples: int, samples: int) -> str:
+    """``"bootstrap over test samples (2000 resamples of 1000)"``: the ``test`` of :func:`resampled_verdict`."""
+    return f"bootstrap over test samples ({resamples} resamples of {samples})"
 
 
 def sign_test_p(differences: Sequence[float]) -> float:
@@ -124,6 +150,15 @@ def sign_test_p(differences: Sequence[float]) -> float:
     k = min(pos, neg)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
     return float(min(1.0, 2.0 * tail))
+
+
+def _bootstrap_p(differences: np.ndarray, resamples: int) -> float:
+    """Two-sided bootstrap p-value: twice the smaller share of resampled differences on either side of 0,
+    at least ``1 / resamples`` (1.0 without any difference)."""
+    if differences.size == 0:
+        return 1.0
+    tail = min(float((differences <= 0).mean()), float((differences >= 0).mean()))
+    return float(min(1.0, max(2.0 * tail, 1.0 / resamples)))
 
 
 def _decide(diff_mean: float, p: float, alpha: float, direction: int) -> str:
@@ -207,7 +242,7 @@ def bootstrap_verdict(control: Sequence[float], treatment: Sequence[float], *, d
         return Verdict(NO_RESULT, "none", 0, nan, nan, nan, nan, nan, alpha, direction, "no test sample")
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    p = float(min(1.0, max(2.0 * min((means <= 0).mean(), (means >= 0).mean()), 1.0 / resamples)))
+    p = _bootstrap_p(means, resamples)
     d_mean = float(d.mean())
     verdict = _decide(d_mean, p, alpha, direction)
     return Verdict(verdict, "paired bootstrap", n, float(c[keep].mean()), float(t[keep].mean()), d_mean,
@@ -216,13 +251,75 @@ def bootstrap_verdict(control: Sequence[float], treatment: Sequence[float], *, d
                    f"(paired bootstrap, {resamples} resamples) vs alpha {alpha:g}")
 
 
-def judge(claim: Claim, runs: Sequence[list[dict[str, Any]]]) -> Verdict:
+def sample_count(samples: dict[str, Any]) -> int:
+    """Test samples in per-sample arrays (their shared first axis).
+
+    Raises:
+        ValueError: No arrays, a 0-d array, or arrays of different first-axis lengths (named).
+    """
+    lengths = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in samples.items()}
+    if not lengths or None in lengths.values() or len(set(lengths.values())) != 1:
+        raise ValueError(f"per-sample arrays must share their first axis, got lengths {lengths}")
+    return int(next(iter(lengths.values())))
+
+
+def resampled_verdict(samples: dict[str, Any], resample: Callable[[dict[str, np.ndarray]], tuple[float, float]],
+                      *, direction: int = 1, alpha: float = 0.05, resamples: int = 2000, seed: int = 0) -> Verdict:
+    """Bootstrap over test samples, for a claim backed by one run (e.g. a pretrained checkpoint).
+
+    ``resample(samples)`` gives ``(control, treatment)``; it is evaluated on the
+    arrays as given (the point estimate) and on ``resamples`` draws of the test
+    samples with replacement (every array indexed by the same draw along its
+    first axis). Draws with a non-finite number are dropped; the two-sided
+    p-value is twice the smaller share of drawn differences on either side of 0
+    (at least ``1 / resamples``). ``difference_std`` is the std of the drawn
+    differences (the bootstrap standard error).
+
+    Raises:
+        ValueError: Arrays of different first-axis lengths, or fewer than 1 resample. (``resample`` raising
+            ``KeyError``, ``IndexError``, ``ValueError`` or ``TypeError`` on the given arrays: ``no result``.)
+    """
+    if resamples < 1:
+        raise ValueError("resamples must be >= 1")
+    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    n = sample_count(arrays)
+    test = bootstrap_test_name(resamples, n)
+    nan = float("nan")
+    try:
+        c0, t0 = (float(x) for x in resample(arrays)) if n else (nan, nan)
+    except (KeyError, IndexError, ValueError, TypeError):  # arrays without the claim's numbers: like judge's rows
+        c0 = t0 = nan
+    if not (math.isfinite(c0) and math.isfinite(t0)):
+        return Verdict(NO_RESULT, test, n, c0, t0, nan, nan, nan, alpha, direction,
+                       f"the claim's numbers are not finite on the {n} test samples")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    for b in range(resamples):
+        draw = rng.integers(0, n, size=n)
+        c, t = resample({k: v[draw] for k, v in arrays.items()})
+        diffs[b] = float(t) - float(c)
+    diffs = diffs[np.isfinite(diffs)]
+    p = _bootstrap_p(diffs, resamples) if diffs.size else nan
+    d = t0 - c0
+    se = float(diffs.std(ddof=1)) if diffs.size > 1 else nan
+    reason = (f"difference {d:+.3g} on {n} test samples, p = {p:.3g} from {diffs.size} bootstrap resamples "
+              f"(two-sided) vs alpha {alpha:g}")
+    return Verdict(_decide(d, p, alpha, direction), test, n, c0, t0, d, se, p, alpha, direction, reason)
+
+
+def judge(claim: Claim, runs: Sequence[list[dict[str, Any]]], samples: dict[str, Any] | None = None) -> Verdict:
     """The verdict on ``claim`` from the rows of each run (one run per seed).
 
-    A run whose rows do not give the claim's numbers (``claim.pairs`` raises
-    ``KeyError``, ``IndexError``, ``ValueError`` or ``TypeError``) counts as a
-    non-finite pair.
+    With exactly one run, per-sample arrays ``samples`` (non-empty) and a claim
+    with a ``resample`` function, the test samples are bootstrapped
+    (:func:`resampled_verdict`); otherwise the paired test over runs decides
+    (one run without samples: ``not significant``). A run whose rows do not
+    give the claim's numbers (``claim.pairs`` raises ``KeyError``,
+    ``IndexError``, ``ValueError`` or ``TypeError``) counts as a non-finite pair.
     """
+    if len(runs) == 1 and samples and claim.resample is not None:
+        return resampled_verdict(samples, claim.resample, direction=claim.direction, alpha=claim.alpha,
+                                 resamples=claim.resamples)
     control, treatment = [], []
     for rows in runs:
         try:
