@@ -126,10 +126,14 @@ def test_fig_2_3_and_2_4_colored_world(runner) -> None:
         pct(r["linear top-1"])
     assert len(res["figures"]) == 2
     res = runner("fig-2.4")
-    assert len(res["rows"]) == 3 and len(res["figures"]) == 3
+    assert len(res["rows"]) == 4 and len(res["figures"]) == 3
     assert math.isnan(res["rows"][0]["domain from h^d"])  # one domain: nothing to predict
-    for r in res["rows"][1:]:
+    for r in res["rows"][1:3]:
         pct(r["domain from h^d"]), pct(r["class from h^p"])
+    control = res["rows"][3]  # the untrained encoder on the Colored data, probed like the others
+    assert control["model"] == "Random init (control), Colored" and control["domain from h^d"] == ""
+    pct(control["linear top-1"])
+    assert "random_init" in res["protocol"]
 
 
 def test_fig_2_5_regular_vs_robust_clustering(runner) -> None:
@@ -181,7 +185,8 @@ def test_fig_5_4_retrieval_grids(runner) -> None:
 def test_fig_5_2_augmentation_diversity(runner) -> None:
     res = runner("fig-5.2", augmentations="random crop,grayscale")
     assert [r["augmentations"] for r in res["rows"]] == ["none", "+ random crop", "+ grayscale", "- random crop",
-                                                         "- grayscale"]
+                                                         "- grayscale", ""]
+    assert [r["method"] for r in res["rows"]] == ["SimCLR"] * 5 + ["Random init (control)"]  # the untrained control last
     assert all(pct(r["top-1"]) >= 0 for r in res["rows"])
     none = res["protocol"]["view_args"]["none"]
     assert none["crop_scale"] == [1.0, 1.0] and none["gray_prob"] == 0.0

@@ -335,8 +335,13 @@ def fig_2_4(ctx: RecipeContext) -> RecipeResult:
     rows = [{"model": labels[k], "linear top-1": r["overall_seen"],
              "domain from h^d": r["parts"]["prefix"]["domain"], "class from h^p": r["parts"]["invariant"]["class"]}
             for k, r in runs.items()]
+    _, _, col_tr, col_te = _colored(ctx)
+    _, control = random_init_row(ctx, DomainData(col_tr, col_te, None, None, "colored"), "simclr", "joint")
+    rows.append({"model": f"{RANDOM_INIT}, Colored", "linear top-1": control["overall_seen"],
+                 "domain from h^d": "", "class from h^p": ""})
     return RecipeResult(rows=rows, figures=[f"{k}/eval/tsne.png" for k in runs],
-                        protocol={"probe": "one linear probe on all domains; t-SNE of h^d (first r/16 features) and h^p"})
+                        protocol={"probe": "one linear probe on all domains; t-SNE of h^d (first r/16 features) and h^p",
+                                  "random_init": "untrained SimCLR architecture on the Colored data, seed = the run's"})
 
 
 @recipe("fig-2.5", title="DDM with regular vs robust clustering when domain labels are unknown (cartoon + sketch)",

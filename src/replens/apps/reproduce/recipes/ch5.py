@@ -319,6 +319,8 @@ def fig_5_2(ctx: RecipeContext) -> RecipeResult:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
+    control = random_init_top1(ctx, train, test, **train_config(ctx, chosen[0], **ctx.pick(SMALL_ABLATION, {})))
+    rows.append({"method": RANDOM_INIT, "panel": "", "augmentations": "", "top-1": control})
     return RecipeResult(rows=rows, figures=[save_figure(fig, ctx.out / "fig-5.2.png")],
                         protocol={"results": raw, "view_args": {label: view_args(en, size) for _, label, en in setups}},
                         notes="augmentations switched through TrainConfig.view_args on every view (the method's own "
