@@ -117,6 +117,17 @@ def test_fig_2_2_single_vs_multi_domain(runner) -> None:
     assert res["figures"] == ["fig-2.2.png"]
 
 
+@pytest.mark.parametrize("unseen", ["painting (unseen)", "art_painting (unseen)"])  # the world's and PACS's column
+def test_fig_2_2_claim_reads_the_unseen_column_of_world_and_pacs_rows(unseen: str) -> None:
+    def row(training: str, value: float) -> dict[str, Any]:
+        return {"method": "SimCLR", "training": training, "photo": 50.0, unseen: value}
+
+    rows = [row("photo", 10.0), row("photo+sketch+cartoon", 31.0), row("photo+sketch+cartoon + DDM", 33.5)]
+    assert get_recipe("fig-2.2").claim.pairs(rows) == (31.0, 33.5)
+    with pytest.raises(KeyError):  # no mixture row: the run counts as a non-finite pair, never as a number
+        get_recipe("fig-2.2").claim.pairs(rows[:1])
+
+
 def test_fig_2_3_and_2_4_colored_world(runner) -> None:
     res = runner("fig-2.3")
     assert [r["model"] for r in res["rows"]] == ["SimCLR", "SimCLR + DDM"]
