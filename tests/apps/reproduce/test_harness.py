@@ -338,6 +338,16 @@ def test_cli_list_run_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "## table-c.2" in (tmp_path / "R.md").read_text()
 
 
+def test_cli_bad_data_spec_leaves_no_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPLENS_DATA", raising=False)
+    monkeypatch.delenv("REPLENS_SHARED_DATA", raising=False)
+    root = tmp_path / "runs"
+    assert main(["reproduce", "run", "fig-3.4", "--data", "cifar10", "--run-root", str(root), "--quiet"]) == 2
+    assert "REPLENS_DATA" in capsys.readouterr().err
+    assert not root.exists() or not any(root.iterdir())  # nothing half-made for the user to clean up
+
+
 # ---------------------------------------------------------------- repeats, verdicts, no result
 def _trains(ctx: RecipeContext) -> None:
     ctx.trainings["fake"] = {"config": {"method": "simclr", "seed": ctx.seed}, "steps": 1, "seconds": 0.0}

@@ -22,6 +22,7 @@ from pathlib import Path
 from replens.apps.commands import add_common_options
 from replens.apps.reproduce import RecipeContext, get_recipe, list_recipes, run_recipe
 from replens.apps.reproduce.paper import load_paper_numbers
+from replens.apps.reproduce.registry import resolve_data
 from replens.apps.reproduce.report import recipe_markdown, write_report
 from replens.apps.reproduce.verdict import NO_RESULT
 from replens.config import ConfigError
@@ -70,6 +71,7 @@ def _options(items: list[str]) -> dict[str, object]:
 def _run(args: argparse.Namespace, target: str) -> int:
     rec = get_recipe(target)
     load_paper_numbers(rec.id)  # fail before running when the paper's numbers are missing
+    resolve_data(args.data)  # a --data spec that names no folder fails before a run folder exists
     out = args.out if args.out is not None else default_run_dir(rec.id, args.run_root)
     # the run-folder contract: a rerun with the same recipe, data, budget, seed and options may reuse the
     # folder; a folder of other inputs is refused (named) unless --overwrite clears it first
