@@ -80,6 +80,24 @@ def test_training_lowers_the_loss_and_writes_weights(tmp_path):
     assert all(torch.equal(weights[k], state[k]) for k in state)
 
 
+def test_weights_of_a_non_default_architecture_rebuild_from_the_file_alone(tmp_path):
+    from replens.models import create_backbone
+    from replens.models.weights import WeightsError, checkpoint_backbone_args
+
+    widths = [8, 8, 16, 48]  # the default SmallCNN ends in 256 features: its weights would not fit
+    out = train(_cfg(epochs=1, backbone_args={"widths": widths}), _Blobs(n=32), tmp_path, progress=False)
+    assert checkpoint_backbone_args(out["backbone_weights"]) == {"widths": widths}
+    rebuilt = create_backbone("small_cnn", weights=out["backbone_weights"]).eval()
+    assert rebuilt.feature_dim == 48
+    trained = out["backbone"].eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(rebuilt(x), trained(x))
+    with pytest.raises(WeightsError, match="shape mismatch"):  # explicit options win over the file's
+        create_backbone("small_cnn", weights=out["backbone_weights"], widths=(8, 8, 16, 32))
+    plain = train(_cfg(epochs=1), _Blobs(n=32), tmp_path / "plain", progress=False)
+    assert checkpoint_backbone_args(plain["backbone_weights"]) == {}  # default runs: header unchanged
+
+
 def test_batch_larger_than_data_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="larger than the dataset"):
         train(_cfg(batch_size=1000), _Blobs(), tmp_path, progress=False)

@@ -227,3 +227,18 @@ def test_wrappers_accept_their_libraries_checkpoints(tmp_path: Path) -> None:
     tower = create_backbone("open_clip:ViT-B-32", weights=tmp_path / "clip.safetensors", **tiny)
     for key, value in tower.state_dict().items():
         assert torch.equal(value, clip.state_dict()[key])
+
+
+def test_checkpoint_backbone_args_reads_the_header_and_names_a_bad_one(tmp_path):
+    from safetensors.torch import save_file
+
+    from replens.models.weights import checkpoint_backbone_args
+
+    good, bad, plain = tmp_path / "good.safetensors", tmp_path / "bad.safetensors", tmp_path / "plain.pt"
+    save_file({"w": torch.zeros(1)}, str(good), metadata={"backbone": "small_cnn", "backbone_args": '{"widths": [1]}'})
+    save_file({"w": torch.zeros(1)}, str(bad), metadata={"backbone_args": "[1, 2"})
+    torch.save({"w": torch.zeros(1)}, plain)
+    assert checkpoint_backbone_args(good) == {"widths": [1]}
+    assert checkpoint_backbone_args(plain) == {}  # torch files record no architecture
+    with pytest.raises(WeightsError, match="bad.safetensors: header key backbone_args is not JSON"):
+        checkpoint_backbone_args(bad)

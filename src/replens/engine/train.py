@@ -16,6 +16,7 @@ own pieces where they make training exact or fast:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -505,7 +506,10 @@ def _export(
     finished = progress.step >= schedule.total
     if finished and is_main:
         state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-        atomic_write(backbone_path, lambda tmp: save_file(state, str(tmp), metadata={"backbone": config.backbone}))
+        header = {"backbone": config.backbone}
+        if config.backbone_args:  # the architecture, so create_backbone(name, weights=...) rebuilds it
+            header["backbone_args"] = json.dumps(config.backbone_args, sort_keys=True)
+        atomic_write(backbone_path, lambda tmp: save_file(state, str(tmp), metadata=header))
     summary = {
         "steps": progress.step,
         "total_steps": schedule.total,

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from replens.models.weights import load_weights
+from replens.models.weights import checkpoint_backbone_args, load_weights
 from replens.registry import Entry, Registry
 
 __all__ = [
@@ -347,7 +347,9 @@ def create_backbone(
         weights: A local safetensors/torch file to load with
             :func:`~replens.models.weights.load_weights` (excludes ``pretrained``).
         weights_strict: Require an exact key match for ``weights``.
-        **kwargs: Factory options (e.g. ``stem="cifar"``, ``num_classes=10``).
+        **kwargs: Factory options (e.g. ``stem="cifar"``, ``num_classes=10``). None given with
+            ``weights``: the options the checkpoint records
+            (:func:`~replens.models.weights.checkpoint_backbone_args`, written by ``replens train``).
 
     Returns:
         The backbone on CPU, in training mode (call ``.eval()`` for inference).
@@ -360,6 +362,8 @@ def create_backbone(
     if pretrained and weights is not None:
         raise ValueError("pass either pretrained=True or weights=PATH, not both")
     entry, spec = _resolve(name)
+    if weights is not None and not kwargs:  # a trained non-default architecture (e.g. wider SmallCNN)
+        kwargs = checkpoint_backbone_args(weights)
     if spec is None:
         backbone = entry.obj(pretrained=pretrained, **kwargs)
     else:

@@ -118,6 +118,38 @@ def _load_file(path: Path) -> tuple[Any, dict[str, Any]]:
     return obj, meta if isinstance(meta, dict) else {}
 
 
+def checkpoint_backbone_args(path: str | Path) -> dict[str, Any]:
+    """The architecture options a safetensors checkpoint records (``backbone_args`` in its header), else ``{}``.
+
+    ``replens train`` writes them beside the backbone name when the run set any (e.g. SmallCNN
+    ``widths``), so :func:`~replens.models.create_backbone` can rebuild a non-default architecture from
+    the file alone. Only the header is read; torch files and files without the key give ``{}``.
+
+    Raises:
+        WeightsError: The header's ``backbone_args`` is not a JSON object (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:  # unreadable: load_weights reports it with its own message
+        return {}
+    text = metadata.get("backbone_args")
+    if text is None:
+        return {}
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: header key backbone_args is not JSON ({exc.msg})") from None
+    if not isinstance(args, dict):
+        raise WeightsError(f"{path}: header key backbone_args must be a JSON object, got {type(args).__name__}")
+    return args
+
+
 def read_raw(path: str | Path) -> Any:
     """The object a safetensors or torch file holds, read without unpickling code (``weights_only=True``).
 
