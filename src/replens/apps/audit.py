@@ -58,6 +58,7 @@ from replens.evaluate.factors import factor_encoding
 from replens.explain import Explanations, default_world_bank, explain, open_bank
 from replens.explain.outputs import group_image_stem, image_strip
 from replens.models import create_backbone, load_embeddings
+from replens.models.weights import checkpoint_backbone_args
 from replens.quality import QScoreReport, eps_for_dim, failure_prediction, score
 from replens.quality.compression import compression_series
 from replens.report import write_report
@@ -189,13 +190,15 @@ def _train_step(config: AuditConfig, train_spec: str, run: RunDir, progress: boo
 
 def _probe_step(
     name: str, weights: str | None, pretrained: bool, train_spec: str, test_spec: str, size: int,
-    folder: Path, config: AuditConfig, progress: bool,
+    folder: Path, config: AuditConfig, progress: bool, architecture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Linear and kNN probes of one encoder (``architecture``: backbone options of a random-init control, so
+    it matches the trained encoder; weights files carry their own)."""
     done = folder / "probe.json"
     if done.is_file():
         return json.loads(done.read_text())
     torch.manual_seed(config.seed)
-    backbone = create_backbone(name, weights=weights, pretrained=pretrained).eval()
+    backbone = create_backbone(name, weights=weights, pretrained=pretrained, **(architecture or {})).eval()
     train_src = open_source(train_spec, image_size=size)
     test_src = open_source(test_spec, image_size=size)
     result = probe_backbone(backbone, train_src, test_src, folder, config.device, progress)
@@ -611,6 +614,13 @@ class _Timings:
         self.save()
 
 
+def _architecture(config: AuditConfig, weights: str | None) -> dict[str, Any]:
+    """Backbone options of the audited encoder: those of ``--weights``' header, else of the training config."""
+    if config.model is not None:
+        return checkpoint_backbone_args(weights) if weights else {}
+    return dict(config.train.backbone_args)
+
+
 def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """Run the audit into ``run``; returns the summary written to ``summary.json``."""
     timings = _Timings(run)
@@ -624,7 +634,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
             label: _probe_step(name, weights, pretrained, train_spec, test_spec, size, run / "trained", config,
                                progress),
             "random init": _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init", config,
-                                       progress),
+                                       progress, _architecture(config, weights)),
         }
     test_src = open_source(test_spec, image_size=size)
     overview.update(train_samples=len(open_source(train_spec, image_size=size)), test_samples=len(test_src))
