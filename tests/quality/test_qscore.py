@@ -166,27 +166,30 @@ def test_feature_set_files(tmp_path):
         load_feature_sets(tmp_path / "bad.json")
 
 
-def test_float16_bit_pattern_comparison_equals_float32():
-    from replens.quality.qscore import _above_threshold, _block_stats, _BlockStats
+def test_float16_edge_values_are_compared_exactly():
+    # +-0, the smallest subnormal, the largest float16 and a value one ulp above 1: the kernel reads float16
+    # bit patterns; its L_i must equal the float64 test on the same values for thresholds on and between them
+    from replens.quality.qscore import _kernel_source, _run_kernel, _Slot
 
     row = np.array([0.5, 1.0, np.nextafter(np.float16(1), np.float16(2)), -2.0, -0.0, 0.0, 65504, 6e-8],
                    dtype=np.float16)
-    raw = np.tile(row, (4, 1))
-    thresholds = np.array([1.0, 0.99999, 1.0004, 3e-8], dtype=np.float32)  # exact, below, between, subnormal
-    stats = _BlockStats(raw, raw.astype(np.float32), np.zeros(4, np.float32), np.ones(4, np.float32), thresholds)
-    np.testing.assert_array_equal(_above_threshold(stats), raw.astype(np.float32) > thresholds[:, None])
-    assert _above_threshold(stats)[0].tolist() == [False, False, True, False, False, False, True, False]
+    wide = row.astype(np.float64)
+    mean, sigma = wide.mean(), wide.std()
+    for target in (1.0, 0.99999, 1.0004, 3e-8, 65504.0):  # exact, below, between, subnormal, the largest
+        eps = (target - mean) / sigma
+        out = _run_kernel(_kernel_source(row[None])[0], eps, _Slot.make(1, len(row)))
+        assert set(out.cols.tolist()) == set(np.flatnonzero(wide > mean + eps * sigma).tolist()), target
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((64, 256)) * rng.gamma(1, 1, 256)).astype(np.float16)
-    half = _block_stats(x, 1.0, 0)
-    single = _block_stats(x.astype(np.float32), 1.0, 0)
-    np.testing.assert_array_equal(_above_threshold(half), _above_threshold(single))
+    half = _run_kernel(_kernel_source(x)[0], 1.0, _Slot.make(64, 256))
+    single = _run_kernel(_kernel_source(x.astype(np.float32))[0], 1.0, _Slot.make(64, 256))
+    np.testing.assert_array_equal(half.n_highly, single.n_highly)
+    np.testing.assert_array_equal(half.cols, single.cols)
 
 
 def test_float16_fast_path_and_float32_read_in_place_match_the_float32_copy_bit_for_bit(tmp_path):
-    # the float16 path (reused float32 buffer, bit-pattern test, entries gathered from the block), read-only
-    # float32 read in place and writeable float32 copied must give the same bits; zero rows (threshold 0)
-    # send their blocks through the float32 comparison of the buffer's copy
+    # float16 read as bit patterns, read-only float32 read in place and writeable float32 copied must give the
+    # same bits; zero rows (threshold 0) and a nearly constant row (two-pass variance) included
     x, _ = sparse_representations(300, 64, seed=11)
     x[[5, 40, 41, 299]] = 0.0
     x[77] = 3.0 + np.linspace(0, 1e-3, 64)  # nearly constant: float64 statistics
@@ -210,8 +213,8 @@ def test_float16_fast_path_and_float32_read_in_place_match_the_float32_copy_bit_
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_compiled_kernel_matches_the_numpy_reference_and_the_equations(dtype):
-    from replens.quality.qscore import _block_kernel, _kernel_source, _run_kernel, _Slot
+def test_compiled_kernel_matches_the_dense_reference_and_the_equations(dtype):
+    from replens.quality.qscore import _kernel_source, _run_kernel, _Slot
 
     x, _ = sparse_representations(200, 72, seed=4)
     x[[3, 150]] = 0.0  # zero rows: nothing above the mean
@@ -221,13 +224,11 @@ def test_compiled_kernel_matches_the_numpy_reference_and_the_equations(dtype):
     source, shared = _kernel_source(x)
     assert shared and not source.flags.writeable  # read in place (float16 as its bit patterns)
     out = _run_kernel(source, 4.0, _Slot.make(len(x), x.shape[1]))
-    numpy_out = _block_kernel(x, 4.0)
-    np.testing.assert_array_equal(out.n_highly, numpy_out.n_highly)
-    np.testing.assert_array_equal(out.cols, numpy_out.cols)
-    np.testing.assert_allclose(out.deviation, numpy_out.deviation, rtol=2e-6, atol=1e-7)
-    np.testing.assert_array_equal(out.counts, np.bincount(numpy_out.cols, minlength=x.shape[1]))
+    ref_cols = np.concatenate([sorted(L) for L in ref["L"]]).astype(np.int64)  # row-major, ascending in a row
+    np.testing.assert_array_equal(out.n_highly, [len(L) for L in ref["L"]])
+    np.testing.assert_array_equal(out.cols, ref_cols)
+    np.testing.assert_array_equal(out.counts, np.bincount(ref_cols, minlength=x.shape[1]))
     rows = np.repeat(np.arange(len(x)), out.n_highly)
-    assert [set(out.cols[rows == i].tolist()) for i in range(len(x))] == ref["L"]
     h = x.astype(np.float64) / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-300)
     np.testing.assert_allclose(out.deviation, h[rows, out.cols] - h.mean(axis=1)[rows], rtol=1e-6, atol=1e-7)
 

@@ -44,9 +44,8 @@ normalised deviation), ``|L_i|`` and the per-feature counts of ``A``. The
 kernel is hand-written because numpy and torch need several passes over each
 block (convert, sum, norm, compare, nonzero, gather, deviation, bincount), each
 streaming the whole block through memory; the fused kernel reads it once. The
-final scoring (Eq. 3.1 over the spill) is compiled too. The numpy
-implementation it replaced (``_block_stats``, ``_block_entries``) stays as the
-reference the tests check the kernel against.
+final scoring (Eq. 3.1 over the spill) is compiled too. The tests check the
+kernel against a dense float64 implementation of the definitions above.
 
 Exactness: row statistics are float64 sums of the float32 values; rows whose
 ``E[h^2] - mu^2`` would cancel (nearly constant rows) get the exact two-pass
@@ -77,7 +76,6 @@ import mmap
 import os
 import shutil
 import tempfile
-import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -130,7 +128,7 @@ def eps_for_dim(dim: int) -> float:
         raise ValueError(f"representation size must be positive, got {dim}")
     return float(min(4.0, max(1.5, np.log2(dim) / 4.0)))
 # rows whose one-pass E[h^2] - mu^2 is below this fraction of E[h^2] (cancellation) get mean and
-# variance recomputed exactly in float64 (two-pass; the numpy reference sums in float32, the kernel in float64)
+# variance recomputed exactly in float64 (two-pass)
 _NEAR_CONSTANT = 1e-3
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -248,138 +246,6 @@ def iter_row_blocks(array: np.ndarray, block_rows: int = 512, keep_blocks: int =
         yield array[start : start + block_rows]
         releaser.release_through(max(0, start - keep_blocks * block_rows))
     releaser.release_through(array.shape[0])
-
-
-# --------------------------------------------------------------------------- the numpy reference of the kernel
-# The implementation before the compiled kernel (float32 statistics, several numpy/torch passes per block);
-# the tests check the compiled kernel against it.
-@dataclass
-class _BlockStats:
-    raw: np.ndarray  # (B, r) the block as given
-    # (B, r) float32: owned, or raw itself when raw is read-only float32; None when stage 2 reads
-    # the float16 bit patterns of raw
-    values: np.ndarray | None
-    mean: np.ndarray  # (B,) float32 mu_i of the raw row
-    norm: np.ndarray  # (B,) float32 ||h_i||
-    threshold: np.ndarray  # (B,) float32 mu_i + eps sigma_i of the raw row
-    half_bits: np.ndarray | None = None  # (B,) int16 floor16(threshold) for the float16 bit-pattern test
-
-
-@dataclass
-class _BlockOut:
-    n_highly: np.ndarray  # (B,) int32 |L_i|
-    cols: np.ndarray  # (k,) feature ids of the highly activating entries, row-major
-    deviation: np.ndarray  # (k,) float32 normalised deviations (h_ij - mu_i) / ||h_i||
-    counts: np.ndarray | None = None  # (r,) int64 entries per feature (the compiled kernel's slot)
-
-
-def _block_stats(raw: np.ndarray, eps: float, first_row: int, buffer: torch.Tensor | None = None) -> _BlockStats:
-    """Stage 1: float32 values, row mean, norm and threshold ``mu_i + eps sigma_i`` (raw scale).
-
-    ``buffer`` (at least ``B x r`` float32) receives the float32 copy when given; it is reused by
-    the next block, so it is kept (as ``values``) only when stage 2 needs it: float16 blocks with
-    positive thresholds are compared on their bit patterns and never read ``values`` again.
-    """
-    raw = np.asarray(raw)
-    n_rows, dim = raw.shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # read-only memory maps: torch only reads them
-        source = torch.from_numpy(raw)
-    # torch's float16 -> float32 conversion is vectorised (numpy's is not, here 30x slower)
-    if buffer is not None and raw.dtype == np.float16 and buffer.numel() >= raw.size:
-        values = buffer.view(-1)[: raw.size].view(n_rows, dim)
-        values.copy_(source)
-    elif raw.dtype == np.float32 and raw.flags.c_contiguous and not raw.flags.writeable:
-        buffer = None
-        values = source  # read-only float32 (e.g. a memory map): nobody can change it, read it in place
-    else:  # other dtypes, or a writeable array the caller may reuse while stage 2 still runs: a copy
-        buffer = None
-        values = source.to(torch.float32, copy=True)
-    # float32 reductions; the cancellation of E[h^2] - mu^2 is handled below
-    total = values.sum(1).numpy()
-    norm = torch.linalg.vector_norm(values, dim=1).numpy()
-    values_np = values.numpy()
-    if not (np.isfinite(total).all() and np.isfinite(norm).all()):
-        bad = np.flatnonzero(~np.isfinite(values_np).all(axis=1))
-        if len(bad) == 0:  # finite entries whose squares overflow float32
-            bad = np.flatnonzero(~(np.isfinite(total) & np.isfinite(norm)))
-        rows = (bad + first_row).tolist()
-        raise NonFiniteRowsError(f"non-finite values in rows {rows[:10]}{' ...' if len(rows) > 10 else ''}", rows)
-    mean = total / dim
-    second = norm * norm / dim
-    var = second - mean * mean
-    near = np.flatnonzero(var <= _NEAR_CONSTANT * second)
-    if len(near):  # nearly constant rows: exact two-pass float64 statistics
-        exact = values_np[near].astype(np.float64)
-        mean[near] = exact.mean(axis=1)
-        var[near] = exact.var(axis=1)
-    threshold = (mean + np.float32(eps) * np.sqrt(np.maximum(var, 0))).astype(np.float32)
-    half_bits = None
-    if raw.dtype == np.float16 and raw.flags.c_contiguous and bool((threshold > 0).all()):
-        half_bits = _floor_half_bits(threshold)
-        values_np = None  # stage 2 reads raw only: the buffer is free for the next block
-    elif buffer is not None:
-        values_np = values_np.copy()  # stage 2 compares float32 values: own them
-    return _BlockStats(raw, values_np, mean.astype(np.float32), norm, threshold, half_bits)
-
-
-def _floor_half_bits(threshold: np.ndarray) -> np.ndarray:
-    """int16 bit patterns of the largest float16 <= each (positive, float32) threshold."""
-    half = threshold.astype(np.float16)
-    return half.view(np.int16) - (half.astype(np.float32) > threshold).astype(np.int16)
-
-
-def _above_threshold(stats: _BlockStats, out: np.ndarray | None = None) -> np.ndarray:
-    """``h_ij > threshold_i`` as a bool mask (written into ``out`` when given: a (B, r) bool array).
-
-    For float16 input and positive thresholds the test reads the float16 bit
-    patterns as int16 (half the bytes of the float32 copy): for x >= 0 the
-    patterns are ordered like the values, negative x have the sign bit set (a
-    negative int16), and for any float16 x, ``x > t`` iff ``x > floor16(t)``.
-    The result is identical to the float32 comparison (tested).
-    """
-    raw, threshold = stats.raw, stats.threshold
-    half_bits = stats.half_bits
-    if half_bits is None and raw.dtype == np.float16 and raw.flags.c_contiguous and bool((threshold > 0).all()):
-        half_bits = _floor_half_bits(threshold)
-    if half_bits is not None:
-        return np.greater(raw.view(np.int16), half_bits[:, None], out=out)
-    assert stats.values is not None
-    return np.greater(stats.values, threshold[:, None], out=out)
-
-
-def _flat_true(mask: np.ndarray) -> np.ndarray:
-    """``np.flatnonzero(mask)`` for a sparse bool array, scanning 8 bytes at a time where possible."""
-    flat = mask.reshape(-1)
-    if flat.size % 8 or not flat.flags.c_contiguous:
-        return np.flatnonzero(flat)
-    words = flat.view(np.uint64)
-    nonzero_words = np.flatnonzero(words != 0)
-    inside = np.flatnonzero(words[nonzero_words].view(np.bool_))
-    return nonzero_words[inside >> 3] * 8 + (inside & 7)
-
-
-def _block_entries(stats: _BlockStats, mask: np.ndarray | None = None) -> _BlockOut:
-    """Stage 2: L_i (``h_ij > threshold_i``) and the normalised deviations of its entries.
-
-    ``mask``: an optional reusable bool buffer (at least ``B x r``) for the comparison.
-    """
-    raw = stats.raw
-    n_rows, dim = raw.shape
-    out = mask.reshape(-1)[: raw.size].reshape(n_rows, dim) if mask is not None and mask.size >= raw.size else None
-    flat = _flat_true(_above_threshold(stats, out))
-    rows = flat // dim
-    cols = flat - rows * dim
-    # the float16 -> float32 conversion is exact: the same values as the float32 copy of stage 1
-    picked = raw.reshape(-1)[flat].astype(np.float32) if stats.values is None else stats.values.reshape(-1)[flat]
-    deviation = ((picked - stats.mean[rows]) / stats.norm[rows]).astype(np.float32, copy=False)
-    n_highly = np.bincount(rows, minlength=n_rows).astype(np.int32)
-    return _BlockOut(n_highly, cols, deviation)
-
-
-def _block_kernel(raw: np.ndarray, eps: float, first_row: int = 0) -> _BlockOut:
-    """Both stages on one block (for tests and single-threaded use)."""
-    return _block_entries(_block_stats(raw, eps, first_row))
 
 
 # --------------------------------------------------------------------------- the compiled kernel
@@ -548,6 +414,14 @@ class _Slot:
         # room for every entry of the block; pages are touched only as entries are written
         return cls(np.empty(n_rows * dim, np.int32), np.empty(n_rows * dim, np.float32),
                    np.empty(n_rows, np.int32), np.zeros(dim, np.int64))
+
+
+@dataclass
+class _BlockOut:
+    n_highly: np.ndarray  # (B,) int32 |L_i| (-1: a row with NaN/inf)
+    cols: np.ndarray  # (k,) feature ids of the highly activating entries, row-major
+    deviation: np.ndarray  # (k,) float32 normalised deviations (h_ij - mu_i) / ||h_i||
+    counts: np.ndarray  # (r,) int64 entries per feature (the kernel's slot)
 
 
 def _run_kernel(source: np.ndarray, eps: float, slot: _Slot) -> _BlockOut:
