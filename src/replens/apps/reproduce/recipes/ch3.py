@@ -236,6 +236,11 @@ def baseline(ctx: RecipeContext, method: str = "simclr") -> Encoder:
     return encoder(ctx, method, method=method)
 
 
+def baseline_encoders(ctx: RecipeContext, methods: Sequence[str]) -> list[tuple[str, Encoder]]:
+    """``(paper name, baseline encoder)`` of each method (e.g. ``("SimCLR", baseline(ctx, "simclr"))``)."""
+    return [(display(m), baseline(ctx, m)) for m in methods]
+
+
 def supervised(ctx: RecipeContext, robust: bool = False) -> Encoder:
     """A supervised (or l2-robust) reference encoder of the budget's backbone (appendix A.7).
 
@@ -351,7 +356,7 @@ def qscore_encoders(ctx: RecipeContext, small: Sequence[str], paper: Sequence[st
     chosen = encoder_choice(ctx)
     if chosen == [SSL_ENCODERS]:
         methods = pick_methods(ctx, small, paper)
-        return [(display(m), baseline(ctx, m)) for m in methods], {"methods": methods}
+        return baseline_encoders(ctx, methods), {"methods": methods}
     encoders = [checkpoint_encoder(ctx, entry) for entry in chosen]
     first = encoders[0][1].sources
     return encoders, {
@@ -545,16 +550,13 @@ def compression_settings(ctx: RecipeContext) -> dict[str, Any]:
             "subsets": int(option(ctx, "subsets", COMPRESSION[ctx.budget]["subsets"]))}
 
 
-def compression_rows(ctx: RecipeContext, methods: Sequence[str], stem: str,
-                     encoders: Sequence[tuple[str, Encoder]] | None = None) -> tuple[list[dict], list[str]]:
-    """Probe accuracy of discriminative / random / PCA / tail subsets of matched sizes, per encoder.
-
-    ``encoders``: ``(label, encoder)`` pairs (e.g. checkpoints); None: the SSL baselines of ``methods``.
-    """
+def compression_rows(ctx: RecipeContext, encoders: Sequence[tuple[str, Encoder]], stem: str
+                     ) -> tuple[list[dict], list[str]]:
+    """Probe accuracy of discriminative / random / PCA / tail subsets of matched sizes, per ``(label, encoder)``
+    (SSL baselines, :func:`baseline_encoders`, or checkpoints); one figure ``<stem>-<encoder name>.png`` each."""
     settings = compression_settings(ctx)
     rows, figures = [], []
-    chosen = encoders if encoders is not None else [(display(m), baseline(ctx, m)) for m in methods]
-    for label, enc in chosen:
+    for label, enc in encoders:
         qa = assess(ctx, enc)
         fit = qa.fit_rows
         curve = compression_curve(qa.train_chunks.rows(fit), qa.train_chunks.labels[fit], qa.test_features(),
@@ -566,8 +568,7 @@ def compression_rows(ctx: RecipeContext, methods: Sequence[str], stem: str,
                          "random_mean": _pct(p["random_mean"]), "random_std": _pct(p["random_std"]),
                          "pca": _pct(p["pca"]), "lower_tail": _pct(p["lower_tail"]),
                          "upper_tail": _pct(p["upper_tail"]), "all_features": _pct(curve["full"])})
-        name = enc.method if encoders is None else enc.name
-        figures.append(plot_compression(curve, ctx.out / f"{stem}-{name}.png").name)
+        figures.append(plot_compression(curve, ctx.out / f"{stem}-{enc.name}.png").name)
     return rows, figures
 
 
@@ -593,7 +594,7 @@ def fig_3_2(ctx: RecipeContext) -> RecipeResult:
     checkpoints (default with ``--data cifar10``).
     """
     encoders, chosen = qscore_encoders(ctx, ["simclr"], list(PAPER_METHODS[:6]))
-    rows, figures = compression_rows(ctx, [], "compression", encoders)
+    rows, figures = compression_rows(ctx, encoders, "compression")
     notes = "Bands shrink from (0, 100) towards the middle in the proportions of (50, 95)."
     if "encoders" in chosen:
         notes += " " + CHECKPOINT_NOTE
