@@ -244,20 +244,15 @@ def test_encoding_section_is_the_correlation_ratio_of_the_test_embeddings(audit:
 
 
 def test_random_init_control_has_the_audited_architecture(tmp_path: Path) -> None:
-    from dataclasses import replace
-
     from safetensors.torch import save_file
 
-    from replens.apps.audit import AuditConfig, _architecture
+    from replens.apps.audit import _architecture
     from replens.models import create_backbone
 
-    config = AuditConfig()
-    assert _architecture(config, None) == {}  # the default small_cnn
-    wide = replace(config, train=replace(config.train, backbone_args={"widths": [8, 8, 16, 48]}))
-    assert _architecture(wide, None) == {"widths": [8, 8, 16, 48]}
-    assert create_backbone("small_cnn", **_architecture(wide, None)).feature_dim == 48
-    weights = tmp_path / "w.safetensors"  # --model mode: the weights file's header names the architecture
-    state = {k: v.contiguous() for k, v in create_backbone("small_cnn", widths=(8, 8, 16, 32)).state_dict().items()}
-    save_file(state, str(weights), metadata={"backbone": "small_cnn", "backbone_args": '{"widths": [8, 8, 16, 32]}'})
-    given = replace(config, model="small_cnn", weights=str(weights))
-    assert _architecture(given, str(weights)) == {"widths": [8, 8, 16, 32]}
+    assert _architecture(None) == {}  # pretrained weights by name: the default architecture
+    for widths in ([8, 8, 16, 48], [8, 8, 16, 32]):  # trained here or given with --weights: the file's header
+        weights = tmp_path / f"w{widths[-1]}.safetensors"
+        state = {k: v.contiguous() for k, v in create_backbone("small_cnn", widths=widths).state_dict().items()}
+        save_file(state, str(weights), metadata={"backbone": "small_cnn", "backbone_args": f'{{"widths": {widths}}}'})
+        assert _architecture(str(weights)) == {"widths": widths}
+        assert create_backbone("small_cnn", **_architecture(str(weights))).feature_dim == widths[-1]

@@ -614,11 +614,9 @@ class _Timings:
         self.save()
 
 
-def _architecture(config: AuditConfig, weights: str | None) -> dict[str, Any]:
-    """Backbone options of the audited encoder: those of ``--weights``' header, else of the training config."""
-    if config.model is not None:
-        return checkpoint_backbone_args(weights) if weights else {}
-    return dict(config.train.backbone_args)
+def _architecture(weights: str | None) -> dict[str, Any]:
+    """Backbone options of the audited encoder, from its weights file's header (trained here or ``--weights``)."""
+    return checkpoint_backbone_args(weights) if weights else {}
 
 
 def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
@@ -634,7 +632,7 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
             label: _probe_step(name, weights, pretrained, train_spec, test_spec, size, run / "trained", config,
                                progress),
             "random init": _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init", config,
-                                       progress, _architecture(config, weights)),
+                                       progress, _architecture(weights)),
         }
     test_src = open_source(test_spec, image_size=size)
     overview.update(train_samples=len(open_source(train_spec, image_size=size)), test_samples=len(test_src))
