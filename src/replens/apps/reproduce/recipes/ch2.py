@@ -284,8 +284,9 @@ def _colored(ctx: RecipeContext) -> tuple[Any, Any, Any, Any]:
     raise ValueError(f"this recipe runs on the world (default) or --data cifar10 (Colored-CIFAR), got {ctx.data!r}")
 
 
-def _colored_runs(ctx: RecipeContext, plots: bool) -> dict[str, dict[str, Any]]:
-    plain_tr, plain_te, col_tr, col_te = _colored(ctx)
+def _colored_runs(ctx: RecipeContext, plots: bool, splits: tuple[Any, Any, Any, Any]) -> dict[str, dict[str, Any]]:
+    """SimCLR (and SimCLR + DDM) on the Colored ``splits`` (:func:`_colored`), evaluated jointly."""
+    plain_tr, plain_te, col_tr, col_te = splits
     out: dict[str, dict[str, Any]] = {}
     for name, (tr, te), ddm in (("plain", (plain_tr, plain_te), None), ("colored", (col_tr, col_te), None),
                                 ("colored-ddm", (col_tr, col_te), {})):
@@ -318,7 +319,7 @@ def _colored_runs(ctx: RecipeContext, plots: bool) -> dict[str, dict[str, Any]]:
                     direction=-1, quantity="between-domain share of the variance of h^p"))
 def fig_2_3(ctx: RecipeContext) -> RecipeResult:
     """Figure 2.3: heatmaps of the most activating features of class averages in each colour domain."""
-    runs = _colored_runs(ctx, plots=False)
+    runs = _colored_runs(ctx, plots=False, splits=_colored(ctx))
     rows, figures = [], []
     for name, label in (("colored", "SimCLR"), ("colored-ddm", "SimCLR + DDM")):
         r = runs[name]
@@ -341,13 +342,14 @@ def fig_2_3(ctx: RecipeContext) -> RecipeResult:
                     quantity="linear top-1 %"))
 def fig_2_4(ctx: RecipeContext) -> RecipeResult:
     """Figure 2.4 with the accuracies the paper quotes in section 2.3 (90.18, 78.52, 87.06)."""
-    runs = _colored_runs(ctx, plots=True)
+    splits = _colored(ctx)
+    runs = _colored_runs(ctx, plots=True, splits=splits)
     labels = {"plain": "SimCLR, one domain (no colours)", "colored": "SimCLR, Colored",
               "colored-ddm": "SimCLR + DDM, Colored"}
     rows = [{"model": labels[k], "linear top-1": r["overall_seen"],
              "domain from h^d": r["parts"]["prefix"]["domain"], "class from h^p": r["parts"]["invariant"]["class"]}
             for k, r in runs.items()]
-    _, _, col_tr, col_te = _colored(ctx)
+    _, _, col_tr, col_te = splits
     _, control = random_init_row(ctx, DomainData(col_tr, col_te, None, None, "colored"), "simclr", "joint")
     rows.append({"model": f"{RANDOM_INIT}, Colored", "linear top-1": control["overall_seen"],
                  "domain from h^d": "", "class from h^p": ""})
