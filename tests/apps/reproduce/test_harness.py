@@ -15,6 +15,7 @@ import replens.apps.reproduce.report as report_module
 from replens.apps.reproduce import (
     PAPER_TRAIN,
     SMALL_TRAIN,
+    SMALL_WORLD_TRAIN,
     RecipeContext,
     RecipeResult,
     get_recipe,
@@ -118,6 +119,26 @@ def test_train_config_layers_budget_recipe_and_forced_overrides(tmp_path: Path) 
     assert (pcfg.backbone, pcfg.optimizer, pcfg.epochs) == (PAPER_TRAIN["backbone"], "lars", 200)
     with pytest.raises(ValueError, match="budget"):
         RecipeContext(budget="huge", data=None, out=tmp_path / "c")
+
+
+def test_small_budget_world_runs_get_the_world_views_and_colour_runs_keep_colour(tmp_path: Path) -> None:
+    """On the world the small budget adds the world preset's views and lr; real data and colour-domain
+    chapter-2 runs do not get the hue turn and grayscale that would erase colour as a domain."""
+    from replens.apps.reproduce.recipes import ch2
+
+    world = RecipeContext(budget="small", data=None, out=tmp_path / "w")
+    cfg = world.train_config(method="simclr")
+    assert cfg.lr == SMALL_WORLD_TRAIN["lr"] == 4e-3 and cfg.channels_last
+    assert cfg.view_args == {"crop_scale": [0.3, 1.0], "hue": 0.5, "gray_prob": 0.5}
+    colour = world.train_config(**ch2.train_config(world, "simclr", ddm={}, colour=True))
+    assert colour.view_args == {"crop_scale": [0.3, 1.0]} and colour.lr == 4e-3 and colour.plugins == ["ddm"]
+    plain = world.train_config(**ch2.train_config(world, "simclr"))
+    assert plain.view_args["hue"] == 0.5
+    real = RecipeContext(budget="small", data="pacs:/nowhere", out=tmp_path / "r")
+    for c in (real.train_config(method="simclr"), real.train_config(**ch2.train_config(real, "simclr", colour=True))):
+        assert c.lr == SMALL_TRAIN["lr"] == 2e-3 and c.view_args == {} and not c.channels_last
+    paper = RecipeContext(budget="paper", data=None, out=tmp_path / "p")
+    assert paper.train_config(**ch2.train_config(paper, "simclr", colour=True)).view_args == {}
 
 
 def test_paper_configs_are_valid_for_the_engine(tmp_path: Path) -> None:

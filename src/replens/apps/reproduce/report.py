@@ -153,11 +153,16 @@ def _protocol_line(result: dict[str, Any]) -> str:
         def distinct(key: str) -> str:
             return "/".join(dict.fromkeys(str(c.get(key)) for c in configs if c.get(key) is not None)) or "-"
 
+        def views(config: dict[str, Any]) -> str:  # the view overrides, or the method's own views
+            args = config.get("view_args") or {}
+            return " ".join(f"{k}={v}" for k, v in sorted(args.items())) or "the method's own"
+
         limit = distinct("max_steps")
         if "method" in configs[0]:  # engine TrainConfigs
             detail = (f"method {distinct('method')}, encoder {distinct('backbone')}, batch {distinct('batch_size')}, "
                       f"{distinct('optimizer')} lr {distinct('lr')}, {distinct('epochs')} epochs"
-                      + ("" if limit == "-" else f", at most {limit} steps"))
+                      + ("" if limit == "-" else f", at most {limit} steps")
+                      + f"; views: {' / '.join(dict.fromkeys(views(c) for c in configs))}")
         else:  # other trainers (e.g. replens.tokens' TokenTrainConfig)
             detail = (f"encoder {distinct('encoder')}, preset {distinct('preset')}, batch {distinct('batch_size')}, "
                       f"lr {distinct('lr')}")

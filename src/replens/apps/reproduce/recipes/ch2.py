@@ -34,7 +34,7 @@ from replens.apps.reproduce.helpers import (
     random_init_backbone,
     save_figure,
 )
-from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
+from replens.apps.reproduce.registry import COLOUR_VIEWS, RecipeContext, RecipeResult, recipe
 from replens.apps.reproduce.verdict import Claim, cell, row_of
 from replens.ddm import RobustClustering, clustering_purity
 from replens.ddm.colored import TintedSource
@@ -65,9 +65,17 @@ PAPER_CH2: dict[str, dict[str, Any]] = {
 _NEEDS = "world (default) or --data pacs; {n} SSL trainings per method (with and without DDM); ~{t} min CPU (small)"
 
 
-def train_config(ctx: RecipeContext, method: str, *, ddm: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """TrainConfig fields of one chapter-2 run: budget defaults, the method, DDM plug-in when ``ddm`` is given."""
+def train_config(ctx: RecipeContext, method: str, *, ddm: dict[str, Any] | None = None, colour: bool = False,
+                 **extra: Any) -> dict[str, Any]:
+    """TrainConfig fields of one chapter-2 run: budget defaults, the method, DDM plug-in when ``ddm`` is given.
+
+    ``colour``: the run's domains differ by colour (the world's tints), so a small-budget world run keeps the
+    method's own colour jitter (:data:`~replens.apps.reproduce.registry.COLOUR_VIEWS`) instead of the world
+    preset's full hue turn and grayscale, which would erase those domains.
+    """
     cfg: dict[str, Any] = dict(ctx.pick({"method": method}, PAPER_CH2[method]))
+    if colour and ctx.budget == "small" and ctx.data is None:
+        cfg["view_args"] = dict(COLOUR_VIEWS)
     if ddm is not None:
         cfg["plugins"] = ["ddm"]
         cfg["plugin_args"] = {"ddm": {**ctx.pick({}, PAPER_DDM), **ddm}}
@@ -75,10 +83,12 @@ def train_config(ctx: RecipeContext, method: str, *, ddm: dict[str, Any] | None 
 
 
 def _baseline_and_ddm(ctx: RecipeContext, method: str, data: DomainData, ddm: dict[str, Any],
-                      protocol: str = "per_domain", plots: bool = False) -> dict[str, dict[str, Any]]:
+                      protocol: str = "per_domain", plots: bool = False, colour: bool = False,
+                      ) -> dict[str, dict[str, Any]]:
     out = {}
     for tag, ddm_args in (("baseline", None), ("ddm", ddm)):
-        summary = ctx.train(f"{method}-{tag}", source=data.train, **train_config(ctx, method, ddm=ddm_args))
+        summary = ctx.train(f"{method}-{tag}", source=data.train,
+                            **train_config(ctx, method, ddm=ddm_args, colour=colour))
         out[tag] = evaluate_domains(ctx, summary["backbone"], data, f"{method}-{tag}/eval", protocol=protocol,
                                     plots=plots, title=f"{METHOD_NAMES[method]} {tag}")
         out[tag]["run"] = str(ctx.out / f"{method}-{tag}")
@@ -105,14 +115,15 @@ def random_init_row(ctx: RecipeContext, data: DomainData, method: str, protocol:
 
 
 def _ddm_table(ctx: RecipeContext, train_domains: Sequence[str], unseen_domains: Sequence[str],
-               ddm: dict[str, Any], *, protocol: str = "per_domain", **world_overrides: Any) -> tuple[list, dict]:
+               ddm: dict[str, Any], *, protocol: str = "per_domain", colour: bool = False,
+               **world_overrides: Any) -> tuple[list, dict]:
     """Rows ``{model, <domain>..., average}`` of ``baseline / with DDM`` cells (and the random-init control
-    row), and the raw results."""
+    row), and the raw results (``colour``: see :func:`train_config`)."""
     data = multi_domain_data(ctx, train_domains, unseen_domains, **world_overrides)
     rows, raw = [], {}
     chosen = methods(ctx, ["simclr"], SIX_METHODS)
     for method in chosen:
-        res = _baseline_and_ddm(ctx, method, data, ddm, protocol)
+        res = _baseline_and_ddm(ctx, method, data, ddm, protocol, colour=colour)
         base, with_ddm = res["baseline"], res["ddm"]
         row: dict[str, Any] = {"model": METHOD_NAMES[method]}
         for col in base["train_domains"]:
@@ -201,7 +212,8 @@ def table_2_4(ctx: RecipeContext) -> RecipeResult:
     if ctx.data is not None:
         raise ValueError("table-2.4 runs on the embedded world only (STL-10, CIFAR-100 and Tiny-ImageNet are not "
                          "in ../shared/data)")
-    rows, proto = _ddm_table(ctx, ["photo", "tint_red", "tint_green"], ["painting"], {"num_pseudo_domains": 3})
+    rows, proto = _ddm_table(ctx, ["photo", "tint_red", "tint_green"], ["painting"], {"num_pseudo_domains": 3},
+                             colour=True)
     return RecipeResult(rows=rows, protocol={**proto, "pseudo_domains": 3}, notes=(
         "DDM never sees domain labels: 3 pseudo-domains by robust clustering (section 2.5); the photo and tinted "
         "renderings of the same scenes stand in for CIFAR-10/STL-10/CIFAR-100 (similar domains, shared classes), "
@@ -292,7 +304,7 @@ def _colored_runs(ctx: RecipeContext, plots: bool, splits: tuple[Any, Any, Any, 
                                 ("colored-ddm", (col_tr, col_te), {})):
         if name == "plain" and not plots:
             continue
-        summary = ctx.train(name, source=tr, **train_config(ctx, "simclr", ddm=ddm))
+        summary = ctx.train(name, source=tr, **train_config(ctx, "simclr", ddm=ddm, colour=True))
         data = DomainData(tr, te, None, None, name)
         title = {"plain": "SimCLR, one domain", "colored": "SimCLR, coloured", "colored-ddm": "SimCLR + DDM, coloured"}
         k = prefix_dim_of(summary["backbone"])
