@@ -114,3 +114,9 @@ def test_compression_bands_and_matched_sizes():
         for key in ("discriminative", "pca", "lower_tail", "upper_tail"):
             assert 0.0 <= point[key] <= 100.0
     assert curve["full"] > 50.0
+    again = compression_curve(x[:100], y[:100], x[100:], y[100:], res.percentages, fractions=(0.25, 0.5), seeds=2,
+                              per_sample=True)  # the accuracies are the per-sample correctness averaged
+    for point, same in zip(curve["points"], again["points"], strict=True):
+        assert same["discriminative_correct"].shape == (60,) and same["random_correct"].shape == (60, 2)
+        assert 100 * same["discriminative_correct"].mean() == pytest.approx(point["discriminative"])
+        assert 100 * same["random_correct"].mean(axis=0) == pytest.approx(point["random"])

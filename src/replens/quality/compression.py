@@ -89,6 +89,7 @@ def compression_curve(
     weight_decay: float = 1e-4,
     device: str = "cpu",
     progress: bool = False,
+    per_sample: bool = False,
 ) -> dict[str, Any]:
     """Probe accuracy (percent) of each feature-selection method at matched sizes.
 
@@ -104,6 +105,9 @@ def compression_curve(
         weight_decay: Probe L2 penalty.
         device: Where probes are fitted.
         progress: Progress bar.
+        per_sample: Also return each test sample's correctness (for a bootstrap over test samples):
+            every point gets ``"discriminative_correct"`` ((M,) bool) and ``"random_correct"``
+            ((M, seeds) bool), numpy arrays (not JSON).
 
     Returns:
         ``{"full": acc, "points": [{"fraction", "size", "band", "discriminative",
@@ -117,9 +121,12 @@ def compression_curve(
     if len(percentages) != dim:
         raise ValueError(f"{len(percentages)} activation percentages for {dim} features")
 
-    def accuracy(make: Callable[[np.ndarray], np.ndarray]) -> float:
+    def hits(make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         probe = fit_linear_probe(make(train_x), train_y, weight_decay=weight_decay, device=device)
-        return float(100.0 * (probe.predict(make(test_x)) == test_y).mean())
+        return np.asarray(probe.predict(make(test_x)) == test_y)
+
+    def accuracy(make: Callable[[np.ndarray], np.ndarray]) -> float:
+        return float(100.0 * hits(make).mean())
 
     def columns(sel: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         return lambda x: x[:, sel]
@@ -133,21 +140,27 @@ def compression_curve(
         if size == 0:
             continue
         rng = np.random.default_rng(int(round(fraction * 1e6)))
-        random = [accuracy(columns(np.sort(rng.choice(dim, size=size, replace=False)))) for _ in range(seeds)]
+        random_hits = np.stack([hits(columns(np.sort(rng.choice(dim, size=size, replace=False))))
+                                for _ in range(seeds)], axis=1)
+        disc_hits = hits(columns(disc))
+        random = [float(100.0 * h) for h in random_hits.mean(axis=0)]
         n_components = min(size, train_x.shape[0], dim)
         pca = PCA(n_components=n_components, svd_solver="full").fit(train_x)
-        points.append({
+        point = {
             "fraction": float(fraction),
             "size": int(size),
             "band": [float(band[0]), float(band[1])],
-            "discriminative": accuracy(columns(disc)),
+            "discriminative": float(100.0 * disc_hits.mean()),
             "random": random,
             "random_mean": float(np.mean(random)),
             "random_std": float(np.std(random)),
             "pca": accuracy(lambda x, pca=pca: pca.transform(x).astype(np.float32)),
             "lower_tail": accuracy(columns(tail_features(percentages, size, "lower"))),
             "upper_tail": accuracy(columns(tail_features(percentages, size, "upper"))),
-        })
+        }
+        if per_sample:
+            point.update(discriminative_correct=disc_hits, random_correct=random_hits)
+        points.append(point)
     return {"full": accuracy(lambda x: x), "dim": dim, "points": points, "reference_band": list(reference_band),
             "seeds": seeds}
 

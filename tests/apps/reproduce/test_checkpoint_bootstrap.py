@@ -153,10 +153,20 @@ def test_fig_3_4_on_a_checkpoint_is_judged_by_a_bootstrap_over_test_samples(data
 
 
 def test_fig_3_2_on_a_checkpoint_and_clear_errors(data_root: Path, tmp_path: Path):
-    res, _ = _run(data_root, tmp_path, "fig-3.2", limit="60", fractions="0.25,0.5", subsets="2",
-                  encoders="cifar10_resnet20")
+    res, out = _run(data_root, tmp_path, "fig-3.2", limit="60", fractions="0.25,0.5", subsets="2",
+                    encoders="cifar10_resnet20")
     assert {r["model"] for r in res["rows"]} == {"ResNet-20 (supervised)"} and res["figures"]
-    assert res["verdict"]["test"] == "none" and res["verdict"]["verdict"] == NOT_SIGNIFICANT  # no samples stored
+    with np.load(out / "samples.npz") as npz:  # the per-sample correctness behind the rows' accuracies
+        disc, rand = npz["discriminative"], npz["random"]
+    assert disc.shape == rand.shape == (30, 2) and disc.dtype == bool
+    assert set(np.unique(rand * 2)) <= {0.0, 1.0, 2.0}  # the share of 2 random subsets
+    for j, row in enumerate(res["rows"]):
+        assert row["discriminative"] == pytest.approx(100 * disc[:, j].mean(), abs=0.01)
+        assert row["random_mean"] == pytest.approx(100 * rand[:, j].mean(), abs=0.01)
+    v = res["verdict"]
+    assert v["test"] == "bootstrap over test samples (2000 resamples of 30)" and v["verdict"] != NO_RESULT
+    assert v["treatment_mean"] == pytest.approx(100 * disc.mean()) and v["control_mean"] == pytest.approx(
+        100 * rand.mean())
     with pytest.raises(FileNotFoundError, match=r"checkpoint .*weights/cifar10_resnet56\.th not found"):
         _run(data_root, tmp_path, "fig-3.4", encoders="cifar10_resnet56")
     with pytest.raises(ValueError, match="unknown encoder 'vgg'"):

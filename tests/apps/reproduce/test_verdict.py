@@ -15,10 +15,10 @@ from replens.apps.reproduce.verdict import (
     REVERSED,
     Claim,
     aggregate_rows,
-    bootstrap_verdict,
     format_mean_std,
     judge,
     paired_verdict,
+    resampled_verdict,
     sign_test_p,
 )
 
@@ -67,13 +67,18 @@ def test_bootstrap_over_test_samples_for_a_single_run():
     rng = np.random.default_rng(1)
     control = (rng.random(600) < 0.5).astype(float)
     better = np.where(rng.random(600) < 0.3, 1.0, control)  # fixes 30 % of the samples
-    assert bootstrap_verdict(control, better).verdict == HOLDS
-    assert bootstrap_verdict(better, control).verdict == REVERSED
+
+    def means(samples: dict[str, np.ndarray]) -> tuple[float, float]:  # paired per-sample outcomes
+        return float(samples["c"].mean()), float(samples["t"].mean())
+
+    v = resampled_verdict({"c": control, "t": better}, means)
+    assert v.verdict == HOLDS and v.difference_mean == pytest.approx(better.mean() - control.mean())
+    assert resampled_verdict({"c": better, "t": control}, means).verdict == REVERSED
     same = np.where(rng.random(600) < 0.05, 1.0 - control, control)  # flips both ways
-    assert bootstrap_verdict(control, same).verdict == NOT_SIGNIFICANT
-    assert bootstrap_verdict([], []).verdict == NO_RESULT
+    assert resampled_verdict({"c": control, "t": same}, means).verdict == NOT_SIGNIFICANT
+    assert resampled_verdict({"c": np.zeros(0), "t": np.zeros(0)}, means).verdict == NO_RESULT
     with pytest.raises(ValueError):
-        bootstrap_verdict([1.0], [1.0, 2.0])
+        resampled_verdict({"c": np.ones(1), "t": np.ones(2)}, means)
 
 
 def test_judge_reads_each_runs_rows():

@@ -17,9 +17,6 @@ Tests (two-sided, ``alpha = 0.05`` unless a claim says otherwise):
   (``scipy.stats.ttest_1samp``); when every difference is identical the t
   statistic is undefined and the exact sign test decides;
 * ``"sign test"``: exact binomial test of positive vs negative differences (ties dropped);
-* :func:`bootstrap_verdict`: for one run only, a paired bootstrap over test
-  samples of per-sample outcomes (e.g. correct / wrong of the same test images
-  under control and treatment);
 * :func:`resampled_verdict` (``"bootstrap over test samples"``): for one run only
   (e.g. a pretrained checkpoint, which has no seeds), when the recipe stored
   per-sample arrays (``RecipeResult.samples``) and its claim has a ``resample``
@@ -215,40 +212,6 @@ def paired_verdict(control: Sequence[float], treatment: Sequence[float], *, dire
     verdict = _decide(d_mean, p, alpha, direction)
     reason = f"mean difference {d_mean:+.3g} over {n} runs, p = {p:.3g} ({used}, two-sided) vs alpha {alpha:g}"
     return Verdict(verdict, used, p_value=p, reason=reason, **base)
-
-
-def bootstrap_verdict(control: Sequence[float], treatment: Sequence[float], *, direction: int = 1,
-                      alpha: float = 0.05, resamples: int = 4000, seed: int = 0) -> Verdict:
-    """Paired bootstrap over test samples, for a claim backed by one run only.
-
-    ``control[i]`` and ``treatment[i]`` are outcomes of the same test sample
-    (e.g. 1.0 correct, 0.0 wrong). Samples are drawn with replacement
-    ``resamples`` times; the two-sided p-value is twice the smaller share of
-    resampled mean differences on either side of 0 (at least ``1/resamples``).
-
-    Raises:
-        ValueError: Different lengths or fewer than 1 resample.
-    """
-    c, t = np.asarray(control, dtype=np.float64), np.asarray(treatment, dtype=np.float64)
-    if c.shape != t.shape or c.ndim != 1:
-        raise ValueError(f"control and treatment must be 1-D of one length, got {c.shape} and {t.shape}")
-    if resamples < 1:
-        raise ValueError("resamples must be >= 1")
-    keep = np.isfinite(c) & np.isfinite(t)
-    d = (t - c)[keep]
-    n = int(d.size)
-    nan = float("nan")
-    if n == 0:
-        return Verdict(NO_RESULT, "none", 0, nan, nan, nan, nan, nan, alpha, direction, "no test sample")
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    p = _bootstrap_p(means, resamples)
-    d_mean = float(d.mean())
-    verdict = _decide(d_mean, p, alpha, direction)
-    return Verdict(verdict, "paired bootstrap", n, float(c[keep].mean()), float(t[keep].mean()), d_mean,
-                   float(d.std(ddof=1)) if n > 1 else nan, p, alpha, direction,
-                   f"mean difference {d_mean:+.3g} over {n} test samples, p = {p:.3g} "
-                   f"(paired bootstrap, {resamples} resamples) vs alpha {alpha:g}")
 
 
 def sample_count(samples: dict[str, Any]) -> int:

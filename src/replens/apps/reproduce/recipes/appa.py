@@ -286,7 +286,7 @@ def fig_a_4(ctx: RecipeContext) -> RecipeResult:
                     quantity="linear top-1 % of a feature subset"))
 def fig_a_5(ctx: RecipeContext) -> RecipeResult:
     """Figure A.5: linear probes on discriminative, random and PCA features of the same sizes."""
-    rows, figures = compression_rows(ctx, baseline_encoders(ctx, ["simclr"]), "pca")
+    rows, figures, _ = compression_rows(ctx, baseline_encoders(ctx, ["simclr"]), "pca")
     keep = ("model", "kept_pct", "size", "discriminative", "random_mean", "pca", "all_features")
     return RecipeResult(rows=[{k: r[k] for k in keep} for r in rows], figures=figures,
                         protocol={"model": "simclr", "eps": eps_of(ctx), **compression_settings(ctx)})
@@ -301,7 +301,7 @@ def fig_a_5(ctx: RecipeContext) -> RecipeResult:
                     quantity="linear top-1 % of a feature subset"))
 def fig_a_7(ctx: RecipeContext) -> RecipeResult:
     """Figure A.7: features from the middle of ``A`` against the lower and upper tails (MoCo, as the paper)."""
-    rows, figures = compression_rows(ctx, baseline_encoders(ctx, ["moco"]), "tails")
+    rows, figures, _ = compression_rows(ctx, baseline_encoders(ctx, ["moco"]), "tails")
     keep = ("model", "kept_pct", "size", "discriminative", "lower_tail", "upper_tail", "all_features")
     return RecipeResult(rows=[{k: r[k] for k in keep} for r in rows], figures=figures,
                         protocol={"model": "moco", "eps": eps_of(ctx), **compression_settings(ctx)})
