@@ -196,11 +196,12 @@ def test_planted_cause_and_vl_accuracy_are_counted_from_the_failures(audit: Path
     cause = summary["failure_causes"]
     failures = json.loads((audit / "explain" / "failures.json").read_text())["failures"]
     rows = json.loads((audit / "explain" / "rows.json").read_text())
-    index_of = dict(zip(rows["names"], rows["index"], strict=True))
     test = WorldDataset(world, split="test")
+    assert len(rows["names"]) == len(WorldDataset(world, split="train"))  # FALCON's probe set: the train split
     cue = named = grey = 0
-    for f in failures:
-        record = test.record(int(index_of[f["sample"]]))
+    for f in failures:  # failures of the test split, each at its position there
+        record = test.record(int(f["index"]))
+        assert record["name"] == f["sample"]
         marker = record["marker"]
         if marker is not None and MARKERS.index(marker) == SHAPES.index(f["prediction"]):
             cue += 1

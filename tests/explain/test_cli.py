@@ -149,3 +149,39 @@ def test_explain_end_to_end(tiny_world: Path, tiny_clip_path: Path, tmp_path: Pa
         )
         == 2
     )
+
+
+def test_failures_of_another_split_than_the_probe_set(tiny_world: Path, tiny_clip_path: Path, tmp_path: Path):
+    """Groups from the train split (the probe set D), failures of the test split (``--failure-data``): each
+    failure is a test sample the train-fitted probe gets wrong, found by its own position in the test split."""
+    from replens.data import open_source
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(world_caption_texts(relational=0, distractors=30)[::40]) + "\n")
+    bank = tmp_path / "bank"
+    assert main(["captions", "build", "--from", str(captions), "--vl", str(tiny_clip_path), "--out", str(bank),
+                 "--quiet"]) == 0
+    train, test = f"world:{tiny_world}?split=train", f"world:{tiny_world}?split=test"
+    out = tmp_path / "run"
+    assert main(["explain", "--model", "small_cnn", "--data", train, "--vl", str(tiny_clip_path), "--captions",
+                 str(bank), "--alpha-std", "3", "--min-samples", "3", "--gamma", "-1", "--max-groups", "2",
+                 "--failures", "--train-data", train, "--failure-data", test, "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "rows.json").read_text())
+    source = open_source(test)
+    assert len(rows["names"]) == len(open_source(train))  # the groups' probe set is the train split
+    record = json.loads((out / "failures.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())["failures"]
+    assert record["data"] == metrics["data"] == test and metrics["explained"] == len(record["failures"]) > 0
+    assert metrics["misclassified"] == metrics["explained"]  # every test mistake (fewer than the cap)
+    classes = list(source.classes)
+    test_names = set()
+    for f in record["failures"]:
+        sample = source[f["index"]]
+        assert sample["name"] == f["sample"] and classes[int(sample["label"])] == f["label"] != f["prediction"]
+        test_names.add(f["sample"])
+    assert test_names.isdisjoint(rows["names"])  # test samples, not rows of the probe set
+    from replens.explain.outputs import image_strip
+
+    for k, f in enumerate(record["failures"][:3]):  # the page shows the test images, in the record's order
+        shown = (out / "images" / f"failure-{k}.png").read_bytes()
+        assert shown == image_strip([source[f["index"]]["image"]], size=64)

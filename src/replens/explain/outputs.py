@@ -208,6 +208,7 @@ def write_html_report(
     classes: Sequence[str] | None = None,
     transfers: Sequence[TransferredGroup] = (),
     max_groups: int = 200,
+    failure_images: Any = None,
 ) -> Path:
     """Write ``report.html`` and its ``images/`` (offline; no scripts, no CDN).
 
@@ -221,6 +222,8 @@ def write_html_report(
         classes: Class names for failures.
         transfers: Transferred groups to list.
         max_groups: Most group cards shown (explained groups first).
+        failure_images: ``rows -> images`` of the failures' rows when they come from other data than the
+            groups (default: ``load_images``).
     """
     out = Path(out_dir)
     images_dir = "images"
@@ -251,7 +254,8 @@ def write_html_report(
             "<th>groups</th><th>concepts</th></tr>"
         ]
         for k, f in enumerate(failures[:100]):
-            _write_png(out / images_dir / f"failure-{k}.png", image_strip(list(load_images([f.row])), size=64))
+            _write_png(out / images_dir / f"failure-{k}.png",
+                       image_strip(list((failure_images or load_images)([f.row])), size=64))
             d = f.to_dict(classes)
             feats = ", ".join(f"{t['feature']} ({t['contribution']:.2f})" for t in d["top_features"])
             table.append(

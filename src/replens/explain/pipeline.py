@@ -34,7 +34,14 @@ from replens.evaluate import fit_linear_probe
 from replens.explain.activations import normalize_rows
 from replens.explain.bank import default_world_bank, open_bank
 from replens.explain.failures import FailureExplanation, explain_failures, linear_head_from_probe
-from replens.explain.falcon import Falcon, FalconConfig, FalconResult, GroupExplanation, compute_representations
+from replens.explain.falcon import (
+    Falcon,
+    FalconConfig,
+    FalconResult,
+    GroupExplanation,
+    _load_images,
+    compute_representations,
+)
 from replens.explain.ground_truth import (
     contrastive_filter_report,
     failure_spurious_report,
@@ -92,6 +99,14 @@ class Explanations:
         """``{sample name -> position in the probe source}``."""
         return {str(n): int(i) for n, i in zip(self.rows["names"], self.rows["index"], strict=True)}
 
+    def failure_index_of(self) -> dict[str, int]:
+        """``{failure's sample name -> position in the data its failures come from}`` (``failure_data``, or
+        the probe source; records written before ``index`` was stored: the probe source's positions)."""
+        records = self.failure_records
+        if records and all("index" in f for f in records):
+            return {str(f["sample"]): int(f["index"]) for f in records}
+        return self.index_of()
+
     def save(self, directory: str | Path) -> Path:
         """Write the records (and, for a live result, ``report.html`` with ``images/``) and ``metrics.json``."""
         out = Path(directory)
@@ -117,7 +132,8 @@ class Explanations:
         if self.result is not None and self.page is not None:
             write_html_report(out, self.result, self.page["images"], title=self.page["title"],
                               summary=self.page["summary"], failures=self.page["failures"],
-                              classes=self.page["classes"], transfers=self.page["transfers"])
+                              classes=self.page["classes"], transfers=self.page["transfers"],
+                              failure_images=self.page.get("failure_images"))
         atomic_write_json(out / "metrics.json", self.metrics)
         return out
 
@@ -139,21 +155,22 @@ class Explanations:
 
 
 def _failure_head(
-    falcon: Falcon, backbone: Any, train_data: Any, image_size: int | None, device: str, progress: bool,
+    raw: np.ndarray, backbone: Any, train_data: Any, image_size: int | None, device: str, progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """``(weight, bias, features, description)`` of the linear head whose mistakes are explained."""
+    """``(weight, bias, features, description)`` of the linear head whose mistakes are explained, and the
+    features of ``raw`` (the representations whose failures are explained) that the head acts on."""
     if train_data is not None:
         train = open_source(train_data, image_size=image_size) if isinstance(train_data, str) else train_data
-        raw, index, _ = compute_representations(backbone, train, device=device, progress=progress)
-        probe = fit_linear_probe(normalize_rows(raw), np.asarray(train.labels)[index])
+        train_raw, index, _ = compute_representations(backbone, train, device=device, progress=progress)
+        probe = fit_linear_probe(normalize_rows(train_raw), np.asarray(train.labels)[index])
         weight, bias = linear_head_from_probe(probe)
         spec = train_data if isinstance(train_data, str) else train.describe()
-        return weight, bias, falcon.features.astype(np.float64), f"linear probe fitted on {spec} (L2-normalised " \
-                                                                  "representations)"
+        return weight, bias, normalize_rows(raw).astype(np.float64), f"linear probe fitted on {spec} " \
+                                                                      "(L2-normalised representations)"
     if getattr(backbone, "classifier", None) is not None and hasattr(backbone.classifier, "weight"):
         weight = backbone.classifier.weight.detach().cpu().double().numpy()
         bias = backbone.classifier.bias.detach().cpu().double().numpy()
-        return weight, bias, falcon.raw.astype(np.float64), f"the model's classifier ({backbone.classifier_name})"
+        return weight, bias, np.asarray(raw, dtype=np.float64), f"the model's classifier ({backbone.classifier_name})"
     raise ValueError(
         "--failures needs a linear head: pass --train-data SPEC (a probe is fitted) or a model with a classifier"
     )
@@ -163,17 +180,27 @@ def explain_mistakes(
     falcon: Falcon, result: FalconResult, source: Any, backbone: Any, *, train_data: Any = None,
     image_size: int | None = None, top_features: int = 1, max_failures: int = 200, device: str = "cpu",
     progress: bool = False,
-) -> tuple[list[FailureExplanation], dict[str, Any]]:
-    """Explain the mis-classified probe samples with the concepts of their top features (section 4.5).
+) -> tuple[list[FailureExplanation], dict[str, Any], np.ndarray]:
+    """Explain the mis-classified samples of ``source`` with the concepts of their top features (section 4.5).
+
+    ``source`` is FALCON's probe set (``falcon.source``) or another one (e.g. a test split while the groups
+    were found on a larger probe set); a feature that no explained group holds is explained on demand on
+    FALCON's probe set.
 
     Returns:
-        The failure explanations and their metrics (head, accuracy, counts, spurious-cue report).
+        The failure explanations (``row``: a representation row of ``source``), their metrics (head,
+        accuracy, counts, spurious-cue report) and the source position of each representation row.
     """
-    labels = np.asarray(source.labels)[falcon.index]
-    weight, bias, features, head = _failure_head(falcon, backbone, train_data, image_size, device, progress)
+    if source is falcon.source:
+        raw, index, names = falcon.raw, falcon.index, falcon.names
+    else:
+        raw, index, names = compute_representations(backbone, source, batch_size=128, device=device,
+                                                    progress=progress)
+    labels = np.asarray(source.labels)[index]
+    weight, bias, features, head = _failure_head(raw, backbone, train_data, image_size, device, progress)
     predictions = (features @ weight.T + bias).argmax(1)
     failures = explain_failures(
-        features, weight, predictions, labels, result.groups, names=falcon.names, top_features=top_features,
+        features, weight, predictions, labels, result.groups, names=names, top_features=top_features,
         explain_feature=lambda f: falcon.explain_group(f), max_samples=max_failures,
     )
     valid = labels >= 0
@@ -187,7 +214,7 @@ def explain_mistakes(
     spurious = failure_spurious_report(failures, source)
     if spurious is not None:
         metrics["spurious"] = spurious
-    return failures, metrics
+    return failures, metrics, np.asarray(index)
 
 
 def transfer_from(
@@ -231,6 +258,7 @@ def explain(
     *,
     failures: bool = False,
     train_data: Any = None,
+    failure_data: Any = None,
     top_features: int = 1,
     max_failures: int = 200,
     transfer: str | Path | Explanations | None = None,
@@ -258,6 +286,10 @@ def explain(
         failures: Also explain mis-classified samples (section 4.5).
         train_data: Data (spec or source) to fit the linear probe whose mistakes are explained
             (None: the model's own classifier).
+        failure_data: Data (spec or source) whose mis-classified samples are explained (None: the
+            probe set ``data``). FALCON's groups come from ``data`` either way, so a large probe set
+            (e.g. a training split, more groups with more than ``min_samples`` images) can explain the
+            failures of a held-out split.
         top_features: Most contributing features per failure.
         max_failures: Failures explained at most.
         transfer: Earlier explanations of another model on the same probe set (or their folder):
@@ -281,12 +313,25 @@ def explain(
     result = falcon.run()
     metrics = _run_metrics(falcon, result, vl, bank, source)
     found, failure_record, transfers, transfer_record = [], None, [], None
+    failure_images = None
     if failures:
-        found, metrics["failures"] = explain_mistakes(
-            falcon, result, source, model, train_data=train_data, image_size=image_size, top_features=top_features,
+        failed = source if failure_data is None else (
+            open_source(failure_data, image_size=image_size) if isinstance(failure_data, str) else failure_data)
+        found, metrics["failures"], failure_index = explain_mistakes(
+            falcon, result, failed, model, train_data=train_data, image_size=image_size, top_features=top_features,
             max_failures=max_failures, device=device, progress=progress,
         )
-        failure_record = {"head": metrics["failures"]["head"], "failures": [f.to_dict(list(source.classes)) for f in found]}
+        failed_name = data_name or (data if isinstance(data, str) else source.describe())
+        if failure_data is not None:
+            failed_name = failure_data if isinstance(failure_data, str) else failed.describe()
+        metrics["failures"]["data"] = failed_name
+        # each failure's position in the data it comes from (``index`` of its row), for readers of failures.json
+        failure_record = {"head": metrics["failures"]["head"], "data": failed_name,
+                          "failures": [{**f.to_dict(list(failed.classes)), "index": int(failure_index[f.row])}
+                                       for f in found]}
+        if failed is not source:
+            def failure_images(rows: Any) -> Any:
+                return _load_images(failed, [int(failure_index[int(r)]) for r in rows])
     if transfer is not None:
         earlier, origin = _earlier_explanations(transfer)
         transfers, metrics["transfer"] = transfer_from(falcon, earlier, method=transfer_method,
@@ -296,7 +341,7 @@ def explain(
     data_name = data_name or (data if isinstance(data, str) else source.describe())
     page = {"images": falcon.images, "title": f"FALCON: {name} on {data_name}", "failures": found,
             "summary": {"model": name, "vl model": vl.name, "caption bank": str(bank.root)},
-            "classes": list(source.classes), "transfers": transfers}
+            "classes": list(source.classes), "transfers": transfers, "failure_images": failure_images}
     return Explanations(concepts={**result.to_dict(), "model": name, "data": data_name, "vl": vl.name},
                         rows={"data": data_name, "names": falcon.names, "index": falcon.index},
                         representations=falcon.raw, metrics=metrics, failures=failure_record,

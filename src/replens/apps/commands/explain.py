@@ -3,7 +3,7 @@
 ::
 
     replens explain --model M [--weights W] --data D [--vl MODEL] [--captions BANK]
-                    [--failures [--train-data D2]] [--transfer-from RUN]
+                    [--failures [--train-data D2] [--failure-data D3]] [--transfer-from RUN]
     replens captions build (--from FILE | --world) [--vl MODEL] --out BANK [--faiss ivf]
     replens captions import --embeddings 'DIR/text_emb_*.npy' --captions FILE... --out BANK
     replens captions index BANK [--kind ivf]
@@ -74,7 +74,8 @@ def falcon_config(args: argparse.Namespace) -> Any:
 def explain_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`replens.explain.explain` that parsed options set (besides the config)."""
     return {
-        "failures": args.failures, "train_data": args.train_data, "top_features": args.top_features,
+        "failures": args.failures, "train_data": args.train_data, "failure_data": args.failure_data,
+        "top_features": args.top_features,
         "max_failures": args.max_failures, "transfer": args.transfer_from, "transfer_method": args.transfer_method,
         "transfer_std": args.transfer_std, "image_size": args.image_size, "cache_dir": args.cache_dir,
         "device": args.device, "seed": args.seed,
@@ -262,6 +263,9 @@ def _failure_options(p: argparse.ArgumentParser) -> None:
     """``--failures`` (section 4.5) and its options."""
     p.add_argument("--failures", action="store_true", help="explain mis-classified probe samples (section 4.5)")
     p.add_argument("--train-data", default=None, help="data spec to fit the linear probe for --failures")
+    p.add_argument("--failure-data", default=None,
+                   help="data spec whose mis-classified samples --failures explains (default: --data, the probe "
+                        "set the groups come from)")
     p.add_argument("--top-features", type=positive_int, default=1, help="most contributing features per failure (default 1)")
     p.add_argument("--max-failures", type=positive_int, default=200, help="failures explained at most (default 200)")
 
