@@ -12,6 +12,7 @@ symmetry, sums), the figures are PNG files and the paper's numbers are attached.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,15 @@ def test_fig_4_5_4_6_4_7(runner):
     res = runner("fig-4.6")
     assert res["protocol"]["explained"] <= res["protocol"]["misclassified"]
     assert all(r["ground_truth"] != r["prediction"] for r in res["rows"])
+    # groups from the train split (FALCON's probe set), failures of the test split, each at its own position
+    assert "images of the train split" in res["protocol"]["probe_set"] and res["protocol"]["failures_of"] == "test split"
+    from replens.world import WorldDataset
+
+    world = Path(res["protocol"]["probe_set"].split("world:")[1])
+    test = WorldDataset(world, split="test")
+    names = {test.record(i)["name"]: test.record(i)["class"] for i in range(len(test))}
+    for f in json.loads((res["out"] / "failures.json").read_text())["failures"]:
+        assert names[f["sample"]] == f["label"] != f["prediction"]  # a test image, with its true class
     res = runner("fig-4.7")
     assert res["protocol"]["mapped_groups"] == len(res["rows"]) > 0
     for r in res["rows"]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from replens.apps.reproduce.recipes.appa import TRANSFER_WORLDS, transfer_spec
 from replens.apps.reproduce.recipes.ch3 import WORLD, Encoder, baseline, display, supervised
-from replens.apps.reproduce.recipes.ch4 import explain, falcon_settings, judged_words
+from replens.apps.reproduce.recipes.ch4 import PROBE_SPLIT, explain, falcon_settings, judged_words
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.explain import compute_representations, ground_truth_terms, normalize_rows, source_concepts
 from replens.explain.layers import LayerRepresentation
@@ -105,7 +105,7 @@ def table_b_3(ctx: RecipeContext) -> RecipeResult:
     """Table B.3: share of features with ``|T_i| > 10`` at ``alpha = mean(H) + 16 std(H)`` (appendix B.3)."""
     models = list(ctx.pick(("supervised", "simclr", "moco", "byol"),
                            ("supervised", "simclr", "moco", "dino", "byol", "simsiam", "swav")))
-    source = ctx.source("test", **WORLD)
+    source = ctx.source(PROBE_SPLIT, **WORLD)
     rows = []
     for name in models:
         enc = model_encoder(ctx, name)
@@ -113,7 +113,7 @@ def table_b_3(ctx: RecipeContext) -> RecipeResult:
         share = highly_activating_feature_share(raw, 16.0, 10)
         rows.append({"model": _label(name), "percent_features": _round(share["percent"]),
                      "alpha": _round(share["alpha"], 4), "features": share["features"], "dim": share["dim"]})
-    return RecipeResult(rows=rows, protocol={"probe_set": "test split", "alpha": "mean(H) + 16 std(H)",
+    return RecipeResult(rows=rows, protocol={"probe_set": f"{len(source)} images of the {PROBE_SPLIT} split", "alpha": "mean(H) + 16 std(H)",
                                              "min_samples": 10})
 
 
@@ -154,7 +154,7 @@ def fig_b_3(ctx: RecipeContext) -> RecipeResult:
              "panels": [("", img.permute(1, 2, 0).numpy()) for img in ex.falcon.images(g.highly[:6])]}
             for g in ranked]
     figures = [plot_cam_grid(grid, ctx.out / "unexplainable.png").name] if grid else []
-    return RecipeResult(rows=rows, figures=figures, protocol={"model": "simclr", "vl": ex.vl_label(),
+    return RecipeResult(rows=rows, figures=figures, protocol={"model": "simclr", **ex.labels(),
                                                                  "gamma": falcon_settings(ctx)["gamma"]})
 
 
@@ -185,7 +185,7 @@ def fig_b_4(ctx: RecipeContext) -> RecipeResult:
              "examples": ", ".join(w for w, _ in words[ok].most_common(8))} for ok in (True, False)]
     fig = plot_grouped_bars(["relevant", "irrelevant"], {"mean Word Score": [r["mean_word_score"] for r in rows]},
                             ctx.out / "relevance.png", ylabel="mean Word Score")
-    return RecipeResult(rows=rows, figures=[fig.name], protocol={"model": "simclr", "vl": ex.vl_label(), "groups": len(judged)},
+    return RecipeResult(rows=rows, figures=[fig.name], protocol={"model": "simclr", **ex.labels(), "groups": len(judged)},
                         notes="Relevance by the world's truth instead of Mechanical Turk agreement; the score is the "
                               "Word Score (Eq. 4.1) of the concept.")
 
@@ -203,7 +203,7 @@ def fig_b_6(ctx: RecipeContext) -> RecipeResult:
     fig = plot_grouped_bars([r["group"] for r in rows], {"relevant (%)": [r["relevant_pct"] for r in rows]},
                             ctx.out / "relevance_per_feature.png", ylabel="relevant concepts (%)")
     return RecipeResult(rows=rows, figures=[fig.name],
-                        protocol={"model": "simclr", "vl": ex.vl_label(), "groups": len(rows),
+                        protocol={"model": "simclr", **ex.labels(), "groups": len(rows),
                                   "share_of_groups_with_at_least_66pct_relevant": _round(100 * share)})
 
 
@@ -243,7 +243,7 @@ def fig_b_7(ctx: RecipeContext) -> RecipeResult:
     figures = [plot_cam_grid(grid, ctx.out / "unseen.png", title=f"top activating images in '{name}'").name] \
         if grid else []
     return RecipeResult(rows=rows, figures=figures,
-                        protocol={"model": "simclr", "vl": ex.vl_label(), "unseen": {name: TRANSFER_WORLDS[name]},
+                        protocol={"model": "simclr", **ex.labels(), "unseen": {name: TRANSFER_WORLDS[name]},
                                   "presence": "share of (concept, image) pairs whose true concepts contain it"})
 
 
