@@ -150,7 +150,8 @@ class AuditConfig:
     # top concepts; 1 of 11 with distractor words at 0.6). Measured on the default audit's encoder.
     explain_args: list[str] = field(default_factory=lambda: ["--alpha-std", "3", "--cam-threshold", "0.2"])
     # The default encoder on the 1,200 test images: 9 candidate groups, 2 interpretable; on the 4,800 train
-    # images: 62 candidates, 8 interpretable, true top concept in 75 % (one run, the same encoder).
+    # images: 62 candidates, 8 interpretable, true top concept in 75 % (the same encoder); a full audit with
+    # the train split: 50 candidates, 10 interpretable, 50 % (2026-12-07, one run each).
     falcon_probe: str = "train"
     failures_shown: int = 12
     groups_shown: int = 12
