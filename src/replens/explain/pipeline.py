@@ -312,6 +312,7 @@ def explain(
     falcon = Falcon(model, source, vl, bank, config, device=device, progress=progress)
     result = falcon.run()
     metrics = _run_metrics(falcon, result, vl, bank, source)
+    data_name = data_name or (data if isinstance(data, str) else source.describe())
     found, failure_record, transfers, transfer_record = [], None, [], None
     failure_images = None
     if failures:
@@ -321,9 +322,8 @@ def explain(
             falcon, result, failed, model, train_data=train_data, image_size=image_size, top_features=top_features,
             max_failures=max_failures, device=device, progress=progress,
         )
-        failed_name = data_name or (data if isinstance(data, str) else source.describe())
-        if failure_data is not None:
-            failed_name = failure_data if isinstance(failure_data, str) else failed.describe()
+        failed_name = data_name if failure_data is None else (
+            failure_data if isinstance(failure_data, str) else failed.describe())
         metrics["failures"]["data"] = failed_name
         # each failure's position in the data it comes from (``index`` of its row), for readers of failures.json
         failure_record = {"head": metrics["failures"]["head"], "data": failed_name,
@@ -338,7 +338,6 @@ def explain(
                                                        std_multiplier=transfer_std, seed=seed, origin=origin)
         transfer_record = {**metrics["transfer"], "groups": [t.to_dict(falcon.names) for t in transfers]}
     name = model_name or str(getattr(model, "name", type(model).__name__))
-    data_name = data_name or (data if isinstance(data, str) else source.describe())
     page = {"images": falcon.images, "title": f"FALCON: {name} on {data_name}", "failures": found,
             "summary": {"model": name, "vl model": vl.name, "caption bank": str(bank.root)},
             "classes": list(source.classes), "transfers": transfers, "failure_images": failure_images}

@@ -48,9 +48,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from replens.apps.reproduce.paper import load_paper_numbers
 from replens.apps.reproduce.verdict import Claim, aggregate_rows, judge, sample_count
-from replens.config import ConfigError, from_dict
+from replens.config import ConfigError, from_dict, preset_path
 from replens.data import open_source
 from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
@@ -76,21 +78,17 @@ SMALL_TRAIN: dict[str, Any] = {
     "accelerator": "cpu",
 }
 
-#: TrainConfig fields the small budget adds on the embedded world (not on ``--data``): the world preset's
-#: views and optimiser (``presets/world.yaml``: crops of at least 30 %, a full hue turn and grayscale in half
-#: the views take colour away as a shortcut of instance discrimination; AdamW 4e-3, channels-last). Measured
-#: at the small budget (SimCLR, 75 steps, 3,000-scene world, one seed, linear top-1 on 600 test images):
-#: 35.5 % with these (random init 18.0 %), 28.0 % with the crops and lr alone, 20-30 % with SMALL_TRAIN's
-#: generic views and lr 2e-3. Recipes that study colour domains (tints) pass :data:`COLOUR_VIEWS` instead.
-SMALL_WORLD_TRAIN: dict[str, Any] = {
-    "lr": 4e-3,
-    "warmup_epochs": 1.0,
-    "channels_last": True,
-    "view_args": {"crop_scale": [0.3, 1.0], "hue": 0.5, "gray_prob": 0.5},
-}
+#: TrainConfig fields the small budget takes from the world preset on the embedded world (not on ``--data``):
+#: its views and optimiser (``presets/world.yaml``: crops of at least 30 %, a full hue turn and grayscale in
+#: half the views take colour away as a shortcut of instance discrimination; AdamW 4e-3, channels-last).
+#: Measured at the small budget (SimCLR, 75 steps, 3,000-scene world, one seed, linear top-1 on 600 test
+#: images): 35.5 % with these (random init 18.0 %), 28.0 % with the crops and lr alone, 20-30 % with
+#: SMALL_TRAIN's generic views and lr 2e-3. Recipes that study colour domains (tints) pass :data:`COLOUR_VIEWS`.
+_WORLD_PRESET: dict[str, Any] = yaml.safe_load(preset_path("world").read_text(encoding="utf-8"))
+SMALL_WORLD_TRAIN: dict[str, Any] = {k: _WORLD_PRESET[k] for k in ("lr", "warmup_epochs", "channels_last", "view_args")}
 #: ``view_args`` of small-budget world runs whose domains differ by colour (the red/green tints): the world
 #: preset's crops with the method's own colour jitter, since a full hue turn would erase those domains.
-COLOUR_VIEWS: dict[str, Any] = {"crop_scale": [0.3, 1.0]}
+COLOUR_VIEWS: dict[str, Any] = {"crop_scale": SMALL_WORLD_TRAIN["view_args"]["crop_scale"]}
 
 #: TrainConfig fields of the paper budget before a recipe's own protocol: the
 #: paper's common SSL setting (ResNet-18, LARS, batch 256, 200 epochs, 10 warm-up
