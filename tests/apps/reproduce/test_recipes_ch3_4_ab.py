@@ -197,7 +197,7 @@ def test_fig_4_5_4_6_4_7(runner):
     assert "images of the train split" in res["protocol"]["probe_set"] and res["protocol"]["failures_of"] == "test split"
     from replens.world import WorldDataset
 
-    world = Path(res["protocol"]["probe_set"].split("world:")[1])
+    world = Path(res["protocol"]["failure_set"].split("world:")[1])
     test = WorldDataset(world, split="test")
     names = {test.record(i)["name"]: test.record(i)["class"] for i in range(len(test))}
     for f in json.loads((res["out"] / "failures.json").read_text())["failures"]:
@@ -206,6 +206,25 @@ def test_fig_4_5_4_6_4_7(runner):
     assert res["protocol"]["mapped_groups"] == len(res["rows"]) > 0
     for r in res["rows"]:
         assert 0 <= r["carry"] <= 1
+
+
+def test_falcon_probe_set_is_a_larger_draw_of_the_shared_world(tmp_path: Path):
+    """FALCON's probe set at the small budget: the shared world's settings (seed, planted cue) with
+    PROBE_WORLD_N scenes; option probe_n changes the size, the paper budget and tests' tiny worlds keep theirs."""
+    from dataclasses import replace
+
+    from replens.apps.reproduce.recipes import ch3, ch4
+
+    ctx = RecipeContext(budget="small", data=None, out=tmp_path, progress=False, cache_dir=tmp_path)
+    shared = ctx.world_config(**ch3.WORLD)
+    probe = ctx.world_config(**ch4.probe_world(ctx))
+    assert probe.n == ch4.PROBE_WORLD_N > shared.n
+    assert replace(probe, n=shared.n) == shared and probe.spurious == ch3.WORLD["spurious"] > 0
+    assert ctx.world_config(**ch4.probe_world(replace(ctx, options={"probe_n": "500"}))).n == 500
+    paper = replace(ctx, budget="paper")
+    assert paper.world_config(**ch4.probe_world(paper)) == paper.world_config(**ch3.WORLD)
+    tiny = replace(ctx, world_overrides=TINY_WORLD)
+    assert tiny.world_config(**ch4.probe_world(tiny)).n == TINY_WORLD["n"]
 
 
 # ---------------------------------------------------------------- appendix A

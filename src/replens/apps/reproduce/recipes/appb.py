@@ -13,8 +13,14 @@ from typing import Any
 import numpy as np
 
 from replens.apps.reproduce.recipes.appa import TRANSFER_WORLDS, transfer_spec
-from replens.apps.reproduce.recipes.ch3 import WORLD, Encoder, baseline, display, supervised
-from replens.apps.reproduce.recipes.ch4 import PROBE_SPLIT, explain, falcon_settings, judged_words
+from replens.apps.reproduce.recipes.ch3 import Encoder, baseline, display, supervised
+from replens.apps.reproduce.recipes.ch4 import (
+    PROBE_SPLIT,
+    explain,
+    falcon_settings,
+    judged_words,
+    probe_source,
+)
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.explain import compute_representations, ground_truth_terms, normalize_rows, source_concepts
 from replens.explain.layers import LayerRepresentation
@@ -105,7 +111,7 @@ def table_b_3(ctx: RecipeContext) -> RecipeResult:
     """Table B.3: share of features with ``|T_i| > 10`` at ``alpha = mean(H) + 16 std(H)`` (appendix B.3)."""
     models = list(ctx.pick(("supervised", "simclr", "moco", "byol"),
                            ("supervised", "simclr", "moco", "dino", "byol", "simsiam", "swav")))
-    source = ctx.source(PROBE_SPLIT, **WORLD)
+    source = probe_source(ctx)
     rows = []
     for name in models:
         enc = model_encoder(ctx, name)
@@ -113,7 +119,10 @@ def table_b_3(ctx: RecipeContext) -> RecipeResult:
         share = highly_activating_feature_share(raw, 16.0, 10)
         rows.append({"model": _label(name), "percent_features": _round(share["percent"]),
                      "alpha": _round(share["alpha"], 4), "features": share["features"], "dim": share["dim"]})
-    return RecipeResult(rows=rows, protocol={"probe_set": f"{len(source)} images of the {PROBE_SPLIT} split", "alpha": "mean(H) + 16 std(H)",
+    world = getattr(source, "config", None)
+    where = f" of a {world.n}-scene world" if world is not None and getattr(world, "n", None) else ""
+    return RecipeResult(rows=rows, protocol={"probe_set": f"{len(source)} images of the {PROBE_SPLIT} split{where}",
+                                             "alpha": "mean(H) + 16 std(H)",
                                              "min_samples": 10})
 
 

@@ -1,9 +1,10 @@
 """Chapter 4 (FALCON): concepts of features and feature groups, their evaluation, failures and transfer.
 
 FALCON (``replens.explain``) runs on the encoders of chapter 3's shared
-setting (``ch3.baseline``), with the training split as probe set ``D``
-(:data:`PROBE_SPLIT`: no labels are read; the test split is too small for
-groups of more than 10 images) and the test split's failures. The world
+setting (``ch3.baseline``), with the training split of a larger draw of the
+shared world as probe set ``D`` (:data:`PROBE_SPLIT`, :data:`PROBE_WORLD_N`:
+no labels are read; the shared world's splits are too small for groups of
+more than 10 images) and the shared test split's failures. The world
 knows every image's true concepts, so the human studies of section 4.4 are
 replaced by exact judgements against that truth
 (:mod:`replens.explain.ground_truth`).
@@ -20,8 +21,9 @@ Vision-language model and caption bank:
   ``replens captions import``), else the world-grammar bank.
 
 Options (``--set KEY=VALUE``): ``vl`` (a VL checkpoint or open_clip
-``NAME:TAG``), ``vl_steps``, and the FALCON settings ``alpha_std``,
-``gamma``, ``min_samples``, ``max_groups``, ``max_images``.
+``NAME:TAG``), ``vl_steps``, ``probe_n`` (scenes of the probe world,
+:data:`PROBE_WORLD_N`), and the FALCON settings ``alpha_std``, ``gamma``,
+``min_samples``, ``max_groups``, ``max_images``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ FALCON: dict[str, dict[str, Any]] = {
 #: world's 600 test images give 1-2 candidate groups and none interpretable, its 2,400 training images 10-17
 #: and 1-4 (SimCLR at the small budget, seeds 0 and 1). Failures (Figure 4.6) stay those of the test split.
 PROBE_SPLIT = "train"
+#: Scenes of the world whose :data:`PROBE_SPLIT` is FALCON's probe set at the small budget (option ``probe_n``):
+#: the shared setting's world drawn larger (same generator, seed and planted cue; the encoders train on the
+#: shared world's 2,400 training images). Groups need more than 10 highly activating images: on those 2,400
+#: images SimCLR had 8-17 candidate groups and 0-4 interpretable ones (one seed in three had none to judge);
+#: on the 9,600 training images of a 12,000-scene draw, 50-72 candidates and 6-7 interpretable groups, 3-9
+#: interpretable single features (seeds 0-2, Figure 4.4's recipe).
+PROBE_WORLD_N = 12_000
 #: Options (``--set KEY=VALUE``) that override FalconConfig fields, and their types.
 FALCON_OPTIONS: dict[str, tuple[str, type]] = {
     "alpha_std": ("alpha_multiplier", float), "gamma": ("gamma", float), "min_samples": ("min_samples", int),
@@ -119,6 +128,9 @@ class Explained:
     def labels(self) -> dict[str, str]:
         """The protocol's ``vl`` (:meth:`vl_label`) and ``probe_set`` (FALCON's D: how many images of what)."""
         where = f"the {self.split} split of {self.source.describe()}" if self.split else self.source.describe()
+        world = getattr(self.source, "config", None)
+        if world is not None and getattr(world, "n", None):
+            where += f" (a {world.n}-scene world)"
         return {"vl": self.vl_label(), "probe_set": f"{len(self.falcon.index)} images of {where}"}
 
     def concepts_of_rows(self) -> list[list[str]] | None:
@@ -128,6 +140,19 @@ class Explained:
 
 
 _EXPLAINED: dict[tuple[str, ...], Explained] = {}
+
+
+def probe_world(ctx: RecipeContext) -> dict[str, Any]:
+    """WorldConfig overrides of FALCON's probe set: the shared setting's world (``ch3.WORLD``) with
+    :data:`PROBE_WORLD_N` scenes at the small budget (option ``probe_n``), the shared world at the paper budget."""
+    if ctx.budget != "small":
+        return dict(WORLD)
+    return {**WORLD, "n": int(option(ctx, "probe_n", PROBE_WORLD_N))}
+
+
+def probe_source(ctx: RecipeContext, split: str = PROBE_SPLIT, spec: str | None = None) -> Any:
+    """FALCON's probe set: ``split`` of ``spec``, else of ``--data``, else of :func:`probe_world`'s world."""
+    return ctx.source(split, spec=spec, **probe_world(ctx))
 
 
 def falcon_settings(ctx: RecipeContext) -> dict[str, Any]:
@@ -162,7 +187,7 @@ def explain(ctx: RecipeContext, enc: Encoder, *, mode: str = "groups", split: st
     key = (str(enc.weights), str(enc.weights.stat().st_mtime_ns), split, str(spec), tag, repr(config),
            str(option(ctx, "vl", "")), str(option(ctx, "vl_steps", "")), ctx.budget, str(ctx.cache_dir))
     if key not in _EXPLAINED:
-        source = ctx.source(split, spec=spec, **WORLD)
+        source = probe_source(ctx, split, spec)
         vl = vl_model(ctx)
         bank = caption_bank(ctx, vl)
         falcon = Falcon(backbone if backbone is not None else enc.backbone, source, vl, bank, config,
@@ -395,6 +420,7 @@ def failure_explanations(ctx: RecipeContext, ex: Explained) -> tuple[list[Any], 
                "misclassified": int((predictions != labels).sum()), "explained": len(failures),
                "with_concepts": sum(1 for f in failures if f.words)}
     test = ctx.source("test", **WORLD)
+    summary["failure_set"] = f"{len(test)} images of the test split of {test.describe()}"
     spurious = failure_spurious_report(failures, test)
     if spurious is not None:
         summary["spurious"] = spurious
