@@ -149,7 +149,11 @@ def test_table_3_1_baseline_lasso_qscore(runner):
 
 def test_fig_3_6_and_3_7_saliency(runner):
     res = runner("fig-3.6")
-    assert {r["outcome"] for r in res["rows"]} <= {"correct", "misclassified"} and res["rows"]
+    rows = res["rows"]
+    assert {r["outcome"] for r in rows} <= {"correct", "misclassified"} and rows
+    # the claim compares each mask's IoU above its control: the same heatmap against another sample's mask
+    excess = [np.mean([r[f"iou_{m}"] - r[f"iou_{m}_other"] for r in rows]) for m in ("spurious", "core")]
+    assert get_recipe("fig-3.6").claim.pairs(rows) == pytest.approx(tuple(excess))
     res = runner("fig-3.7")
     assert len(res["rows"]) == 2 * 2 * 2  # methods x (baseline, Q-Score) x outcomes
     assert sum(r["images"] for r in res["rows"][:2]) <= 40
