@@ -20,6 +20,7 @@ from replens.apps.reproduce.recipes.ch4 import (
     falcon_settings,
     judged_words,
     probe_source,
+    world_size,
 )
 from replens.apps.reproduce.registry import RecipeContext, RecipeResult, recipe
 from replens.explain import compute_representations, ground_truth_terms, normalize_rows, source_concepts
@@ -119,9 +120,8 @@ def table_b_3(ctx: RecipeContext) -> RecipeResult:
         share = highly_activating_feature_share(raw, 16.0, 10)
         rows.append({"model": _label(name), "percent_features": _round(share["percent"]),
                      "alpha": _round(share["alpha"], 4), "features": share["features"], "dim": share["dim"]})
-    world = getattr(source, "config", None)
-    where = f" of a {world.n}-scene world" if world is not None and getattr(world, "n", None) else ""
-    return RecipeResult(rows=rows, protocol={"probe_set": f"{len(source)} images of the {PROBE_SPLIT} split{where}",
+    return RecipeResult(rows=rows, protocol={"probe_set": f"{len(source)} images of the {PROBE_SPLIT} split"
+                                                          f"{world_size(source)}",
                                              "alpha": "mean(H) + 16 std(H)",
                                              "min_samples": 10})
 

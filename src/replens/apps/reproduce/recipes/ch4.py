@@ -128,10 +128,7 @@ class Explained:
     def labels(self) -> dict[str, str]:
         """The protocol's ``vl`` (:meth:`vl_label`) and ``probe_set`` (FALCON's D: how many images of what)."""
         where = f"the {self.split} split of {self.source.describe()}" if self.split else self.source.describe()
-        world = getattr(self.source, "config", None)
-        if world is not None and getattr(world, "n", None):
-            where += f" (a {world.n}-scene world)"
-        return {"vl": self.vl_label(), "probe_set": f"{len(self.falcon.index)} images of {where}"}
+        return {"vl": self.vl_label(), "probe_set": f"{len(self.falcon.index)} images of {where}{world_size(self.source)}"}
 
     def concepts_of_rows(self) -> list[list[str]] | None:
         """True concepts of every representation row (world probe sets), else None."""
@@ -140,6 +137,12 @@ class Explained:
 
 
 _EXPLAINED: dict[tuple[str, ...], Explained] = {}
+
+
+def world_size(source: Any) -> str:
+    """`` (a N-scene world)`` for a world source (the probe world is larger than the shared one), else ``""``."""
+    world = getattr(source, "config", None)
+    return f" (a {world.n}-scene world)" if world is not None and getattr(world, "n", None) else ""
 
 
 def probe_world(ctx: RecipeContext) -> dict[str, Any]:
