@@ -300,8 +300,6 @@ def _explain_step(
     folder = run / "explain"
     if (folder / "metrics.json").is_file():
         return Explanations.load(folder)
-    if config.falcon_probe not in ("train", "test"):
-        raise ValueError(f"falcon_probe must be 'train' or 'test', got {config.falcon_probe!r}")
     probe_spec = train_spec if config.falcon_probe == "train" else test_spec
     options = parse_explain_options(
         [str(a) for a in config.explain_args], model=name, weights=weights, pretrained=config.pretrained,
@@ -639,6 +637,8 @@ def _architecture(weights: str | None) -> dict[str, Any]:
 
 def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """Run the audit into ``run``; returns the summary written to ``summary.json``."""
+    if config.falcon_probe not in ("train", "test"):  # before the world and the training, not after them
+        raise ValueError(f"falcon_probe must be 'train' or 'test', got {config.falcon_probe!r}")
     timings = _Timings(run)
     train_spec, test_spec, world = _specs(config, progress)
     size = config.image_size or config.train.image_size

@@ -50,7 +50,7 @@ from replens.explain.concepts import (
 from replens.explain.gradcam import cam_boxes, crop_images, group_cams, last_stage_blocks, resize_crops
 from replens.vl.tiny import TINY_CLIP_NAME
 
-__all__ = ["Falcon", "FalconConfig", "FalconResult", "GroupExplanation", "compute_representations"]
+__all__ = ["Falcon", "FalconConfig", "FalconResult", "GroupExplanation", "compute_representations", "load_images"]
 
 
 #: ``alpha = mean(H) + 16 std(H)`` for single features (appendix B.3).
@@ -314,7 +314,8 @@ class FalconResult:
         }
 
 
-def _load_images(source: Any, indices: Sequence[int]) -> torch.Tensor:
+def load_images(source: Any, indices: Sequence[int]) -> torch.Tensor:
+    """Images ``indices`` of ``source`` as one (N, 3, H, W) uint8 tensor (one size; an undecodable image raises)."""
     images = []
     for i in indices:
         sample = source[int(i)]
@@ -429,7 +430,7 @@ class Falcon:
     # ------------------------------------------------------------------ pieces
     def images(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
         """uint8 (B, 3, H, W) images of representation rows."""
-        return _load_images(self.source, [int(self.index[int(r)]) for r in rows])
+        return load_images(self.source, [int(self.index[int(r)]) for r in rows])
 
     def candidate_groups(self) -> dict[tuple[int, ...], np.ndarray]:
         """Groups (or single features) with more than ``min_samples`` highly activating samples."""

@@ -39,8 +39,8 @@ from replens.explain.falcon import (
     FalconConfig,
     FalconResult,
     GroupExplanation,
-    _load_images,
     compute_representations,
+    load_images,
 )
 from replens.explain.ground_truth import (
     contrastive_filter_report,
@@ -331,7 +331,7 @@ def explain(
                                        for f in found]}
         if failed is not source:
             def failure_images(rows: Any) -> Any:
-                return _load_images(failed, [int(failure_index[int(r)]) for r in rows])
+                return load_images(failed, [int(failure_index[int(r)]) for r in rows])
     if transfer is not None:
         earlier, origin = _earlier_explanations(transfer)
         transfers, metrics["transfer"] = transfer_from(falcon, earlier, method=transfer_method,

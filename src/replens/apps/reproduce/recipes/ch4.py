@@ -71,8 +71,8 @@ FALCON: dict[str, dict[str, Any]] = {
 }
 #: FALCON's probe set D: the training split (no labels are read). A group needs more than 10 highly
 #: activating images (section 4.3), which the paper finds among ImageNet's 50,000 validation images; the small
-#: world's 600 test images give 1-2 candidate groups and none interpretable, its 2,400 training images 10-17
-#: and 1-4 (SimCLR at the small budget, seeds 0 and 1). Failures (Figure 4.6) stay those of the test split.
+#: world's 600 test images give 1-2 candidate groups and none interpretable (the training split's counts:
+#: :data:`PROBE_WORLD_N`). Failures (Figure 4.6) stay those of the test split.
 PROBE_SPLIT = "train"
 #: Scenes of the world whose :data:`PROBE_SPLIT` is FALCON's probe set at the small budget (option ``probe_n``):
 #: the shared setting's world drawn larger (same generator, seed and planted cue; the encoders train on the
