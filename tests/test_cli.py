@@ -68,6 +68,21 @@ def test_world_writes_manifest_preview_and_is_deterministic(world, tmp_path):
     assert _tree_hash(other) != _tree_hash(again)
 
 
+
+def test_world_cue_option_draws_the_pattern_cue(tmp_path):
+    out = tmp_path / "pat"
+    assert main(["world", "--n", "40", "--size", "32", "--spurious", "1", "--cue", "pattern", "--out", str(out),
+                 "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["spurious_cue"] == "pattern" and manifest["markers"][0] == "striped"
+    from replens.world import WorldDataset
+
+    train = WorldDataset(out, "train")
+    assert all(train.record(i)["marker"] == manifest["markers"][train.labels[i]] for i in range(len(train)))
+    with pytest.raises(SystemExit):
+        main(["world", "--n", "40", "--cue", "stripes", "--out", str(tmp_path / "bad"), "--quiet"])
+
+
 def test_embed_probe_and_train_end_to_end(world, tmp_path, capsys):
     emb = tmp_path / "emb"
     assert main(["embed", "--model", "small_cnn", "--data", f"world:{world}", "--out", str(emb), "--normalize",

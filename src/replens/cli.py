@@ -52,6 +52,7 @@ from replens.runs import close_runs, open_run, open_run_count
 from replens.ssl import list_methods, list_plugins, plugin_class
 from replens.world import WorldConfig, generate_world, save_preview
 from replens.world.generate import WorldCacheError
+from replens.world.vocab import SPURIOUS_CUES
 
 log = logging.getLogger("replens")
 
@@ -99,7 +100,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- world
 def cmd_world(args: argparse.Namespace) -> int:
-    cfg = WorldConfig(n=args.n, size=args.size, domains=args.domains.split(","), seed=args.seed, spurious=args.spurious)
+    cfg = WorldConfig(n=args.n, size=args.size, domains=args.domains.split(","), seed=args.seed, spurious=args.spurious,
+                      spurious_cue=args.cue)
     out = args.out if args.out is not None else Path("runs") / f"world-n{args.n}-s{args.size}-seed{args.seed}"
     run = open_run(out, {"command": "world", **asdict(cfg)}, overwrite=args.overwrite)
     t0 = time.perf_counter()
@@ -287,7 +289,11 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=20000, help="number of scenes (default 20000)")
     p.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--domains", default="photo,cartoon,sketch,painting", help="comma-separated render domains")
-    p.add_argument("--spurious", type=float, default=0.0, help="spurious background-class correlation in train")
+    p.add_argument("--spurious", type=float, default=0.0,
+                   help="share of train images whose spurious cue is tied to the class (random at test; default 0)")
+    p.add_argument("--cue", choices=SPURIOUS_CUES, default="marker",
+                   help="what carries the spurious cue: the corner patch's colour (marker, default), the background "
+                        "colour, or the corner patch's black-and-white pattern (pattern: survives colour-jitter views)")
     p.add_argument(
         "--preview",
         nargs="?",

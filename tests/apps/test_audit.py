@@ -186,6 +186,13 @@ def test_verdicts_follow_their_stated_tests() -> None:
     reversed_ = _verdicts({**base, "qscore": {"auroc": 40.0, "auprc": 50.0, "correct_rate": 60.0,
                                               "correct": [0.0] * 720, "wrong": [0.0] * 480}})
     assert "ranks wrong above correct" in reversed_[1]
+    cause = {"with_marker": 400, "cue_failures": 80, "share": 20.0, "chance_share": 10.0, "strength": 0.5,
+             "cue_failures_colourless": 0, "named_share": 25.0}
+    pattern = _verdicts({**base, "failure_causes": {**cause, "kind": "pattern"}})[-1]
+    assert pattern.startswith("Planted cause (marker pattern tied to the class in 50% of train images")
+    assert pattern.endswith("FALCON names the marker pattern for 25% of them.")
+    colour = _verdicts({**base, "failure_causes": {**cause, "cue_failures_colourless": 8}})[-1]  # older summaries
+    assert "marker colour tied" in colour and "the 8 in sketches show the marker as a grey level" in colour
 
 
 def test_planted_cause_and_vl_accuracy_are_counted_from_the_failures(audit: Path, world: Path) -> None:

@@ -36,9 +36,9 @@ from replens.world import (
     winoground_groups,
     word_order_set,
 )
-from replens.world.render import MARKER_LABEL, SHAPE_TESTS
+from replens.world.render import MARKER_LABEL, SHAPE_TESTS, pattern_mask
 from replens.world.scene import SHAPE_EXTENT
-from replens.world.vocab import COLOURLESS_DOMAINS, MARKER_RGB, TEXTURELESS_DOMAINS
+from replens.world.vocab import COLOURLESS_DOMAINS, MARKER_RGB, PATTERNS, TEXTURELESS_DOMAINS
 
 TINY = WorldConfig(n=80, size=32, domains=DOMAINS, seed=0, spurious=1.0, shard_size=32)
 
@@ -229,6 +229,55 @@ def test_background_cue_world(tmp_path: Path) -> None:
     for i in range(len(data)):
         np.testing.assert_array_equal(data.spurious_mask(i), data.segmentation(i) == 0)
         assert data.record(i)["marker"] is None
+
+
+def test_patterns_are_distinct_and_survive_a_flip() -> None:
+    for side in (6, 8, 13):  # 6: the marker side of a 32 px world
+        masks = [pattern_mask(k, side) for k in range(len(PATTERNS))]
+        assert len({m.tobytes() for m in masks}) == len(PATTERNS)
+        for m in masks:
+            np.testing.assert_array_equal(m, m[:, ::-1])  # a horizontal flip keeps the pattern
+    with pytest.raises(ValueError, match="pattern index"):
+        pattern_mask(len(PATTERNS), 6)
+
+
+def test_pattern_cue_world(tmp_path: Path) -> None:
+    config = WorldConfig(n=60, size=32, spurious=1.0, spurious_cue="pattern", seed=3, shard_size=32)
+    root = generate_world(config, tmp_path / "pat", progress=False)
+    data = load_world(root)
+    assert read_manifest(root)["markers"] == list(PATTERNS)
+    np.testing.assert_array_equal(data.spurious_cues, data.labels)  # train split, spurious 1: tied
+    side = int(round(0.2 * 32))
+    checked = {"photo": 0, "cartoon": 0, "sketch": 0}
+    for i in range(len(data)):
+        record, domain = data.record(i), data.domain_names[data.domains[i]]
+        mask = data.spurious_mask(i)
+        np.testing.assert_array_equal(mask, data.segmentation(i) == MARKER_LABEL)
+        assert record["marker"] == PATTERNS[data.labels[i]]
+        # the pattern is a true concept in every domain, grey sketches included
+        assert f"{record['marker']} patch" in record["concepts"]
+        if domain in checked:
+            ys, xs = np.nonzero(mask)
+            patch = data.read(i)[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32).mean(-1)
+            assert patch.shape == (side, side)
+            # dark where the class's pattern is dark, light elsewhere (photo noise stays far from mid-grey);
+            # the patch's rim may carry a cartoon outline or a photo shadow
+            np.testing.assert_array_equal((patch < 128)[1:-1, 1:-1], pattern_mask(int(data.labels[i]), side)[1:-1, 1:-1])
+            checked[domain] += 1
+    assert min(checked.values()) >= 2
+
+
+def test_colour_marker_world_keeps_its_words() -> None:
+    # the pattern option leaves colour-cue worlds as they were: sketches name no marker, names are colours
+    scenes = sample_scenes(np.random.default_rng(0), 64, spurious=1.0)
+    _, seg = render_scenes(scenes, 32)
+    from replens.world.annotate import annotate, boxes_from_segmentation
+
+    records = annotate(scenes, boxes_from_segmentation(seg, 3), 32)
+    for scene_domain, record in zip(scenes.domain, records, strict=True):
+        assert record["marker"] in MARKER_RGB
+        has_patch = any(c.endswith(" patch") for c in record["concepts"])
+        assert has_patch == (DOMAINS[scene_domain] not in COLOURLESS_DOMAINS)
 
 
 # --------------------------------------------------------------------- domains

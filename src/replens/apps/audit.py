@@ -101,6 +101,8 @@ class AuditConfig:
         spurious: Planted failure cause of the default world: the share of train images whose corner
             marker's colour is tied to the class (random at test, paper section 3.5), so the probe learns
             a shortcut that fails at test time and FALCON has a known cause to name.
+        spurious_cue: What carries that cause: ``"marker"`` (the corner patch's colour) or ``"pattern"``
+            (its black-and-white pattern, which survives the colour-jitter and grayscale views).
         eps: Q-Score threshold ``mean + eps * std`` (None: :func:`replens.quality.eps_for_dim` of the
             representation size, 2 for 256 features).
         qscore: Run the Q-Score step.
@@ -136,6 +138,7 @@ class AuditConfig:
     cache_dir: str = "runs/cache"
     train: TrainConfig = field(default_factory=_default_train)
     spurious: float = 0.5
+    spurious_cue: str = "marker"
     eps: float | None = None
     qscore: bool = True
     falcon: bool = True
@@ -178,7 +181,7 @@ def _specs(config: AuditConfig, progress: bool) -> tuple[str, str, str | None]:
         world = Path(config.world_dir)
     else:
         wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=list(config.domains), seed=config.seed,
-                           spurious=config.spurious)
+                           spurious=config.spurious, spurious_cue=config.spurious_cue)
         world = cached_world(wcfg, config.cache_dir, progress)
     return f"world:{world}?split=train", f"world:{world}?split=test", str(world)
 
@@ -241,7 +244,8 @@ def _tiny_clip_config(config: AuditConfig) -> Any:
     # defaults: 60 % and 33 %).
     return TinyClipTrainConfig(steps=config.vl_steps, seed=config.seed, world_n=config.world_n,
                                world_size=config.world_size, world_domains=tuple(config.domains),
-                               lr=2e-3, kind_weights=(0.35, 0.55, 0.10), world_spurious=config.spurious)
+                               lr=2e-3, kind_weights=(0.35, 0.55, 0.10), world_spurious=config.spurious,
+                               world_spurious_cue=config.spurious_cue)
 
 
 def _train_tiny_clip_child(cache_dir: str, vcfg: Any, device: str) -> None:
@@ -323,8 +327,9 @@ def _explain_step(
     with open_run(folder, step_config):
         vl = load_vl_model(options.vl, weights=options.vl_weights, device=options.device,
                            cache_dir=options.cache_dir, progress=progress)
-        bank = open_bank(options.captions) if options.captions else default_world_bank(vl, options.cache_dir,
-                                                                                         progress=progress)
+        patterned = getattr(getattr(source, "config", None), "spurious_cue", None) == "pattern"
+        bank = open_bank(options.captions) if options.captions else default_world_bank(
+            vl, options.cache_dir, progress=progress, patterns=patterned)
         found = explain(backbone, source, vl, bank, falcon, model_name=options.model, data_name=options.data,
                         progress=progress, **explain_options(options))
         found.metrics["seconds"] = time.perf_counter() - t0
@@ -474,6 +479,10 @@ def _vl_accuracy(config: AuditConfig, vl_name: str, test_src: Any, run: RunDir) 
     return result
 
 
+#: What carries the planted cause, by the world's ``spurious_cue``.
+_CUE_WORD: dict[str, str] = {"marker": "colour", "pattern": "pattern"}
+
+
 def _cue_section(found: Explanations, test_src: Any) -> dict[str, Any] | None:
     """Failures the planted cue explains, and whether FALCON names the cue for them.
 
@@ -487,13 +496,14 @@ def _cue_section(found: Explanations, test_src: Any) -> dict[str, Any] | None:
     strength = float(getattr(world_config, "spurious", 0.0) or 0.0)
     failures = found.metrics.get("failures") or {}
     report = failures.get("spurious")
-    if strength <= 0 or getattr(world_config, "spurious_cue", None) != "marker" or not report:
+    kind = getattr(world_config, "spurious_cue", None)
+    if strength <= 0 or kind not in ("marker", "pattern") or not report:
         return None
     with_cue, cue = report["failures"], report["spurious_driven"]
     grey = int(report.get("spurious_driven_colourless", 0))
     named = int(report.get("named_among_nameable", report["named_among_spurious_driven"]))
     return {
-        "cue": "corner marker colour tied to the class", "strength": strength, "failures": failures.get("explained"),
+        "cue": f"corner marker {_CUE_WORD[kind]} tied to the class", "kind": kind, "strength": strength, "failures": failures.get("explained"),
         "with_marker": with_cue, "cue_failures": cue, "chance_share": 100.0 / len(SHAPES),
         "share": 100.0 * cue / with_cue if with_cue else None,
         # sketches draw the marker as a grey level: no colour word is true of it there, so those are apart
@@ -589,11 +599,12 @@ def _verdicts(summary: dict[str, Any]) -> list[str]:
     cue = summary.get("failure_causes")
     if cue and cue.get("with_marker"):
         grey = int(cue.get("cue_failures_colourless") or 0)
-        named = (f"; FALCON names the marker colour for {cue['named_share']:.0f}% of them"
+        word = _CUE_WORD.get(cue.get("kind", "marker"), "colour")
+        named = (f"; FALCON names the marker {word} for {cue['named_share']:.0f}% of them"
                  + (f" ({cue['cue_failures'] - grey} whose domain draws colour; the {grey} in sketches show the marker "
                     "as a grey level, which no colour word names)" if grey else "")
                  if cue.get("named_share") is not None else "")
-        lines.append(f"Planted cause (marker colour tied to the class in {100 * cue['strength']:.0f}% of train images, "
+        lines.append(f"Planted cause (marker {word} tied to the class in {100 * cue['strength']:.0f}% of train images, "
                      f"random at test): {cue['cue_failures']} of {cue['with_marker']} failures "
                      f"({cue['share']:.0f}%, chance {cue['chance_share']:.0f}%) predict the class the marker was tied "
                      f"to{named}.")
@@ -717,10 +728,12 @@ def _probe_summary(overview: dict[str, Any], probes: dict[str, dict[str, Any]], 
         "overview": overview, "accuracy": _accuracy_section(probes, list(test_src.domain_names)),
         "protocol": audited.get("protocol"),
     }
-    planted = float(getattr(getattr(test_src, "config", None), "spurious", 0.0) or 0.0)
-    if planted > 0:
+    world_config = getattr(test_src, "config", None)
+    planted = float(getattr(world_config, "spurious", 0.0) or 0.0)
+    kind = getattr(world_config, "spurious_cue", "marker")
+    if planted > 0 and kind in _CUE_WORD:
         summary["protocol"] = {**(summary["protocol"] or {}), "planted_cause": (
-            f"in {100 * planted:.0f}% of the train images the corner marker's colour is tied to the class; at test "
+            f"in {100 * planted:.0f}% of the train images the corner marker's {_CUE_WORD[kind]} is tied to the class; at test "
             "it is random, so a probe that learned the shortcut fails on it (paper section 3.5)")}
     return summary
 

@@ -53,6 +53,7 @@ from replens.world.vocab import (
     COLOURS,
     DOMAIN_NOUN,
     MARKERS,
+    PATTERNS,
     RELATIONS,
     SHAPES,
     SIZES,
@@ -825,10 +826,10 @@ def _colourless_captions(relational: int, seed: int) -> list[str]:
     return out
 
 
-def _marker_captions(nouns: list[str]) -> list[str]:
+def _marker_captions(nouns: list[str], markers: Sequence[str] = MARKERS) -> list[str]:
     """Bare marker patches and objects with a marker patch."""
     out: list[str] = []
-    for marker in MARKERS:
+    for marker in markers:
         out.append(f"{_a(marker)} patch")
         for shape in SHAPES:
             out += [f"{_a(noun)} of {_a(shape)} with {_a(marker)} patch" for noun in nouns]
@@ -857,7 +858,8 @@ def _sampled_captions(rng: random.Random, nouns: list[str], relational: int, dis
     return out
 
 
-def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed: int = 0) -> list[str]:
+def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed: int = 0,
+                        patterns: bool = False) -> list[str]:
     """The default caption bank: the world's caption grammar over its whole vocabulary, with distractors.
 
     Covers every object description (size, colour, texture, shape), domain
@@ -872,6 +874,8 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
         relational: Two-object relational captions sampled.
         distractors: Distractor captions sampled.
         seed: Seed of the samples.
+        patterns: Also the patterned marker patches of the ``"pattern"`` spurious cue ("a striped patch",
+            "a sketch of a star with a striped patch"); off, the bank is the one every colour-cue world uses.
 
     Returns:
         Distinct captions (deterministic order).
@@ -879,12 +883,16 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
     nouns = list(dict.fromkeys(DOMAIN_NOUN.values()))
     out = _object_captions(nouns) + _colourless_captions(relational, seed) + _marker_captions(nouns)
     out += _sampled_captions(random.Random(seed), nouns, relational, distractors)
+    if patterns:  # last, so the colour-cue bank is a prefix of this one
+        out += _marker_captions(nouns, PATTERNS)
     return list(dict.fromkeys(out))
 
 
-def default_world_bank(vl: Any, cache_dir: str | Path = "runs/cache", *, progress: bool = False) -> CaptionBank:
-    """The world-grammar bank encoded with ``vl``, cached under ``cache_dir`` (keyed by model and grammar)."""
-    texts = world_caption_texts()
+def default_world_bank(vl: Any, cache_dir: str | Path = "runs/cache", *, progress: bool = False,
+                       patterns: bool = False) -> CaptionBank:
+    """The world-grammar bank encoded with ``vl``, cached under ``cache_dir`` (keyed by model and grammar);
+    ``patterns`` adds the patterned-marker captions (see :func:`world_caption_texts`)."""
+    texts = world_caption_texts(patterns=patterns)
     key = hashlib.sha256(("\n".join(texts) + f"|{vl.fingerprint}").encode()).hexdigest()[:12]
     root = Path(cache_dir) / "banks" / f"world-{key}"
     if (root / "bank.json").is_file():

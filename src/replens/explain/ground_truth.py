@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from replens.explain.falcon import GroupExplanation
-from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, MARKERS
+from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, MARKERS, PATCH_CUES, PATTERNS
 
 __all__ = [
     "concept_presence",
@@ -241,10 +241,12 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
     if not hasattr(world, "spurious_cues") or not hasattr(world, "config"):
         return None
     cue_kind = world.config.spurious_cue
-    names = MARKERS if cue_kind == "marker" else BACKGROUNDS
-    suffix = "patch" if cue_kind == "marker" else "background"
+    names = {"marker": MARKERS, "pattern": PATTERNS}.get(cue_kind, BACKGROUNDS)
+    suffix = "patch" if cue_kind in PATCH_CUES else "background"
     cues = np.asarray(world.spurious_cues)
-    colourless = {k for k, d in enumerate(world.domain_names) if d in COLOURLESS_DOMAINS}
+    # a colour cue drawn in a colourless domain is a grey level no word names; a pattern shows everywhere
+    colourless = set() if cue_kind == "pattern" else \
+        {k for k, d in enumerate(world.domain_names) if d in COLOURLESS_DOMAINS}
     n = driven = named = named_driven = unnameable = named_nameable = 0
     for f in failures:
         i = int(f.row) if indices is None else int(indices[int(f.row)])

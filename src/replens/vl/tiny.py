@@ -178,12 +178,14 @@ def world_training_items(world: Any, pad: float = 0.15) -> list[TrainingItem]:
     """
     side = int(world.config.size)
     items: list[TrainingItem] = []
+    patterned = getattr(world.config, "spurious_cue", None) == "pattern"
     for i, rec in enumerate(world.records):
         main = rec["objects"][0]
         noun = DOMAIN_NOUN[rec["domain"]]
         captions = list(rec["captions"])
-        # a domain that draws no colour shows the marker as a grey level: no colour word is true of it
-        marker = rec.get("marker") if rec["domain"] not in COLOURLESS_DOMAINS else None
+        # a domain that draws no colour shows a coloured marker as a grey level: no colour word is true of it
+        # (a patterned marker is black and white: every domain shows it)
+        marker = rec.get("marker") if patterned or rec["domain"] not in COLOURLESS_DOMAINS else None
         if marker:
             captions += [
                 f"{article(noun)} {noun} of {article(main['shape'])} {main['shape']} with {article(marker)} "
@@ -230,6 +232,8 @@ class TinyClipTrainConfig:
         world_size: Image side of the default world.
         world_domains: Render domains of the default world.
         world_spurious: Spurious-cue strength of the default world (the audit's world plants one).
+        world_spurious_cue: What carries that cue (``"marker"``: the corner patch's colour, ``"pattern"``:
+            its pattern; see :class:`~replens.world.WorldConfig`).
     """
 
     model: TinyClipConfig = field(default_factory=TinyClipConfig)
@@ -244,10 +248,14 @@ class TinyClipTrainConfig:
     world_size: int = 32
     world_domains: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting")
     world_spurious: float = 0.0
+    world_spurious_cue: str = "marker"
 
     def key(self) -> str:
         """A short hash of the configuration (the cache key of the default model)."""
-        blob = json.dumps({**asdict(self), "world_generator": GENERATOR_VERSION}, sort_keys=True, default=list)
+        fields = asdict(self)
+        if fields["world_spurious_cue"] == "marker":  # the default: the keys of models cached before the field
+            del fields["world_spurious_cue"]
+        blob = json.dumps({**fields, "world_generator": GENERATOR_VERSION}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -458,7 +466,7 @@ def tiny_clip_cache_path(config: TinyClipTrainConfig | None = None, cache_dir: s
 def default_world(config: TinyClipTrainConfig, cache_dir: str | Path = "runs/cache", progress: bool = True) -> Path:
     """Generate (or reuse) the world the default tiny CLIP trains on."""
     wcfg = WorldConfig(n=config.world_n, size=config.world_size, domains=config.world_domains, seed=config.seed,
-                       spurious=config.world_spurious)
+                       spurious=config.world_spurious, spurious_cue=config.world_spurious_cue)
     return cached_world(wcfg, cache_dir, progress)
 
 

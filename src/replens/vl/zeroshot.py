@@ -19,6 +19,7 @@ from replens.world.vocab import (
     DOMAIN_NOUN,
     DOMAINS,
     MARKERS,
+    PATTERNS,
     SHAPES,
     TEXTURELESS_DOMAINS,
     TEXTURES,
@@ -85,8 +86,9 @@ def world_attribute_accuracy(vl: VLModel, world: Any, *, max_items: int = 400, s
         boxes = torch.tensor([it.box for it in chosen], dtype=torch.float32)
         emb = vl.embed_images(_crop_batch(images, boxes, vl.image_size))
         if kind == "marker":
-            text = vl.embed_texts([f"{article(m)} {m} patch" for m in MARKERS])
-            truth = [MARKERS.index(world.record(it.image)["marker"]) for it in chosen]
+            names = PATTERNS if getattr(world.config, "spurious_cue", None) == "pattern" else MARKERS
+            text = vl.embed_texts([f"{article(m)} {m} patch" for m in names])
+            truth = [names.index(world.record(it.image)["marker"]) for it in chosen]
             out["marker"] = float(
                 100 * np.mean([int((e @ text.T).argmax()) == t for e, t in zip(emb, truth, strict=True)])
             )

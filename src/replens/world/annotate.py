@@ -24,6 +24,7 @@ from replens.world.vocab import (
     DOMAIN_NOUN,
     DOMAINS,
     MARKERS,
+    PATTERNS,
     SHAPES,
     SIZES,
     TEXTURELESS_DOMAINS,
@@ -175,6 +176,7 @@ def concepts_of(
     domain: str,
     background: str,
     marker: str | None,
+    patterned: bool = False,
 ) -> list[str]:
     """The true concepts of an image, in a fixed order without repeats.
 
@@ -182,7 +184,8 @@ def concepts_of(
     word that holds, the background ("beige background") and the marker patch
     ("crimson patch") when there is one. Colours (of objects, background and
     marker) are left out where the domain draws none, textures where it draws
-    none: a concept is true of an image only when its pixels show it.
+    none: a concept is true of an image only when its pixels show it. A patterned marker (``patterned``,
+    "striped patch") is black and white, so every domain shows it.
     """
     colourless, textureless = domain in COLOURLESS_DOMAINS, domain in TEXTURELESS_DOMAINS
     words: list[str] = []
@@ -193,18 +196,20 @@ def concepts_of(
     words += [r["relation"] for r in relations]
     if not colourless:
         words.append(f"{background} background")
-        if marker is not None:
-            words.append(f"{marker} patch")
+    if marker is not None and (patterned or not colourless):
+        words.append(f"{marker} patch")
     return list(dict.fromkeys(words))
 
 
-def annotate(scenes: SceneBatch, boxes: np.ndarray, image_side: int) -> list[dict[str, Any]]:
+def annotate(scenes: SceneBatch, boxes: np.ndarray, image_side: int, *, patterned: bool = False) -> list[dict[str, Any]]:
     """Per-image ground-truth records (JSON-serialisable).
 
     Args:
         scenes: The rendered specifications.
         boxes: (n, K, 4) boxes from :func:`boxes_from_segmentation`.
         image_side: Image side in pixels.
+        patterned: The marker patches are patterns (the ``"pattern"`` spurious cue): the marker is named
+            from :data:`PATTERNS` and is a true concept in every domain.
 
     Returns:
         One dict per scene: ``class``, ``domain``, ``objects`` (shape, colour,
@@ -230,7 +235,7 @@ def annotate(scenes: SceneBatch, boxes: np.ndarray, image_side: int) -> list[dic
         relations = relations_of(obj_boxes, size[i][:k], image_side)
         domain = DOMAINS[int(scenes.domain[i])]
         background = BACKGROUNDS[int(scenes.background[i])]
-        marker = MARKERS[int(scenes.marker[i])] if scenes.marker[i] >= 0 else None
+        marker = (PATTERNS if patterned else MARKERS)[int(scenes.marker[i])] if scenes.marker[i] >= 0 else None
         records.append(
             {
                 "class": objects[0]["shape"],
@@ -238,7 +243,7 @@ def annotate(scenes: SceneBatch, boxes: np.ndarray, image_side: int) -> list[dic
                 "objects": objects,
                 "relations": relations,
                 "captions": captions_of(objects, obj_boxes, domain, background),
-                "concepts": concepts_of(objects, relations, domain, background, marker),
+                "concepts": concepts_of(objects, relations, domain, background, marker, patterned),
                 "background": background,
                 "marker": marker,
                 "spurious_aligned": bool(scenes.spurious_aligned[i]),

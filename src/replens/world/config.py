@@ -26,7 +26,9 @@ class WorldConfig:
             (see ``spurious_cue``) is tied to the class; in the test split the
             cue is always independent of the class (paper section 3.5).
         spurious_cue: ``"marker"``: a coloured patch in a random corner, one
-            colour per class; ``"background"``: the background colour, one per class.
+            colour per class; ``"background"``: the background colour, one per class;
+            ``"pattern"``: a black-and-white patterned patch in a random corner, one
+            pattern per class (it survives colour-jitter and grayscale views).
         test_fraction: Fraction of ``n`` in the test split (rounded).
         max_objects: Largest number of objects per scene (1 to 3).
         shard_size: Scenes per shard on disk, the unit of parallel work. Each

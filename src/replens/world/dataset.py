@@ -17,6 +17,7 @@ from replens.world.config import SPLITS, WorldConfig
 from replens.world.generate import read_manifest, verify_world, verify_world_once
 from replens.world.render import MARKER_LABEL
 from replens.world.scene import SceneBatch
+from replens.world.vocab import PATCH_CUES
 
 
 class WorldDataset(ImageSource):
@@ -53,7 +54,7 @@ class WorldDataset(ImageSource):
         self.domains = self._concat("domains.npy", np.int64, ())
         self.n_objects = self._concat("scene/n_objects.npy", np.int8, ()).astype(np.int64)
         self.spurious_aligned = self._concat("scene/spurious_aligned.npy", np.bool_, ())
-        cue = "scene/marker.npy" if self.config.spurious_cue == "marker" else "scene/background.npy"
+        cue = "scene/marker.npy" if self.config.spurious_cue in PATCH_CUES else "scene/background.npy"
         #: (n,) int64 value of the spurious cue (marker or background index, one per class).
         self.spurious_cues = self._concat(cue, np.int8, ()).astype(np.int64)
         self._mmaps: dict[str, list[np.ndarray]] | None = None
@@ -175,7 +176,7 @@ class WorldDataset(ImageSource):
     def spurious_mask(self, index: int) -> np.ndarray:
         """(H, W) bool pixels of the spurious cue: the marker patch or the background."""
         seg = self.segmentation(index)
-        region = seg == MARKER_LABEL if self.config.spurious_cue == "marker" else seg == 0
+        region = seg == MARKER_LABEL if self.config.spurious_cue in PATCH_CUES else seg == 0
         return self._resize(region[None])[0]
 
     def scenes(self) -> SceneBatch:

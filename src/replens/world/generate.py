@@ -53,6 +53,8 @@ from replens.world.vocab import (
     DOMAINS,
     GENERATOR_VERSION,
     MARKERS,
+    PATCH_CUES,
+    PATTERNS,
     RELATIONS,
     SHAPES,
     SIZES,
@@ -125,11 +127,12 @@ def _write_shard(
     segmentation = np.empty((count, size, size), dtype=np.uint8)
     for lo in range(0, count, RENDER_CHUNK):
         hi = min(lo + RENDER_CHUNK, count)
-        images[lo:hi], segmentation[lo:hi] = render_scenes(scenes.take(slice(lo, hi)), size)
+        images[lo:hi], segmentation[lo:hi] = render_scenes(scenes.take(slice(lo, hi)), size,
+                                                           patterned=config.spurious_cue == "pattern")
         if on_chunk is not None:
             on_chunk(hi - lo)
     boxes = boxes_from_segmentation(segmentation, config.max_objects)
-    records = annotate(scenes, boxes, size)
+    records = annotate(scenes, boxes, size, patterned=config.spurious_cue == "pattern")
     domain_of = {d: i for i, d in enumerate(config.domains)}
     domains = np.array([domain_of[DOMAINS[d]] for d in scenes.domain], dtype=np.int64)
 
@@ -180,10 +183,10 @@ def _manifest(config: WorldConfig, shards: list[dict[str, Any]]) -> dict[str, An
         "textures": list(TEXTURES),
         "sizes": list(SIZES),
         "backgrounds": list(BACKGROUNDS),
-        "markers": list(MARKERS),
+        "markers": list(PATTERNS if config.spurious_cue == "pattern" else MARKERS),
         "relations": list(RELATIONS),
         "segmentation": {"background": 0, "object_slot_k": "k + 1", "marker": MARKER_LABEL},
-        "spurious_region": "marker patch" if config.spurious_cue == "marker" else "background",
+        "spurious_region": "marker patch" if config.spurious_cue in PATCH_CUES else "background",
         "splits": {s: config.split_sizes[s] for s in SPLITS},
         "shards": shards,
     }

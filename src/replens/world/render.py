@@ -28,6 +28,7 @@ from replens.world.vocab import (
     DOMAINS,
     MARKER_GRAY,
     MARKER_RGB,
+    PATTERNS,
     SHAPES,
     SIZE_RADIUS,
     TEXTURES,
@@ -169,7 +170,7 @@ def smooth_field(seeds: np.ndarray, size: int, grid: int, channels: int, salt: i
 
 # ------------------------------------------------------------------- rasterising
 def _rasterise(
-    scenes: SceneBatch, size: int, background_rgb: np.ndarray, marker_rgb: np.ndarray
+    scenes: SceneBatch, size: int, background_rgb: np.ndarray, marker_rgb: np.ndarray, patterned: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw every object of every scene onto a flat background.
 
@@ -178,6 +179,7 @@ def _rasterise(
         size: Image side in pixels.
         background_rgb: (n, 3) uint8 background colour of each scene.
         marker_rgb: (n, 3) uint8 marker colour of each scene.
+        patterned: Draw the marker patch as its black-and-white pattern (:func:`pattern_mask`), not its colour.
 
     Returns:
         ``(segmentation, flat, shade)``: (n, H, W) uint8 labels, (n, H, W, 3)
@@ -196,7 +198,7 @@ def _rasterise(
         pick = scenes.size[scene_idx, slot] == size_class
         if pick.any():
             _draw_objects(scenes, scene_idx[pick], slot[pick], np.float32(radius_frac * size), size, canvas)
-    _draw_markers(scenes, size, marker_rgb, seg, flat)
+    _draw_markers(scenes, size, marker_rgb, seg, flat, patterned)
     return seg, flat, shade
 
 
@@ -271,16 +273,56 @@ def _draw_objects(
     shade_flat[target] = light[inside]
 
 
-def _draw_markers(scenes: SceneBatch, size: int, marker_rgb: np.ndarray, seg: np.ndarray, flat: np.ndarray) -> None:
-    """Paint each marked scene's corner patch (label :data:`MARKER_LABEL`, colour ``marker_rgb``) in place."""
+#: Grey levels of a pattern's dark and light pixels.
+PATTERN_DARK, PATTERN_LIGHT = 20, 240
+
+
+def pattern_mask(index: int, side: int) -> np.ndarray:
+    """(side, side) bool: the dark pixels of pattern ``index`` (its name is ``PATTERNS[index]``).
+
+    Every pattern is symmetric under a horizontal flip (a view SSL training uses), and the ten are
+    distinct at any side of at least 4 pixels: horizontal stripes (period 2), vertical bars, a one-pixel
+    checkerboard, two-pixel tiles, a frame, a plus, a diagonal cross, a central spot, solid dark, and
+    wide horizontal bands (period 4).
+    """
+    if not 0 <= index < len(PATTERNS):
+        raise ValueError(f"pattern index must lie in [0, {len(PATTERNS)}), got {index}")
+    y, x = np.mgrid[0:side, 0:side]
+    mid = (side - 1) / 2.0
+    edge = (x == 0) | (y == 0) | (x == side - 1) | (y == side - 1)
+    masks = (
+        y % 2 == 0,
+        (np.minimum(x, side - 1 - x) % 2 == 0),
+        (np.minimum(x, side - 1 - x) + y) % 2 == 0,
+        ((np.minimum(x, side - 1 - x) // 2) + (y // 2)) % 2 == 0,
+        edge,
+        (np.abs(x - mid) < 1) | (np.abs(y - mid) < 1),
+        (x == y) | (x == side - 1 - y),
+        (np.abs(x - mid) < 1.5) & (np.abs(y - mid) < 1.5),
+        np.ones((side, side), dtype=bool),
+        (y // 2) % 2 == 0,
+    )
+    return np.asarray(masks[index], dtype=bool)
+
+
+def _draw_markers(scenes: SceneBatch, size: int, marker_rgb: np.ndarray, seg: np.ndarray, flat: np.ndarray,
+                  patterned: bool = False) -> None:
+    """Paint each marked scene's corner patch (label :data:`MARKER_LABEL`) in place: colour ``marker_rgb``,
+    or with ``patterned`` the patch's pattern (:func:`pattern_mask`) in dark and light grey."""
     marker_side = max(2, int(round(MARKER_SIDE * size)))
+    if patterned:
+        tiles = np.stack([pattern_mask(k, marker_side) for k in range(len(PATTERNS))])
+        tiles = np.where(tiles, PATTERN_DARK, PATTERN_LIGHT).astype(np.uint8)[..., None]  # (P, s, s, 1)
     for corner in range(4):
         sel = np.nonzero((scenes.marker >= 0) & (scenes.marker_corner == corner))[0]
         if sel.size:
             ys = slice(0, marker_side) if corner < 2 else slice(size - marker_side, size)
             xs = slice(0, marker_side) if corner % 2 == 0 else slice(size - marker_side, size)
             seg[sel, ys, xs] = MARKER_LABEL
-            flat[sel, ys, xs] = marker_rgb[sel][:, None, None, :]
+            if patterned:
+                flat[sel, ys, xs] = tiles[scenes.marker[sel]]
+            else:
+                flat[sel, ys, xs] = marker_rgb[sel][:, None, None, :]
 
 
 def boundary(seg: np.ndarray, width: int) -> np.ndarray:
@@ -448,13 +490,14 @@ def _palette(scenes: SceneBatch) -> tuple[np.ndarray, np.ndarray]:
     return np.round(background).astype(np.uint8), np.round(marker).astype(np.uint8)
 
 
-def render_scenes(scenes: SceneBatch, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_scenes(scenes: SceneBatch, size: int, *, patterned: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Render scene specifications.
 
     Args:
         scenes: The specifications (any number; memory is about 60 bytes per
             pixel per scene, so render a few hundred at a time).
         size: Image side in pixels (at least 16).
+        patterned: Draw marker patches as black-and-white patterns (the ``"pattern"`` spurious cue).
 
     Returns:
         ``(images, segmentation)``: (n, size, size, 3) uint8 and (n, size, size)
@@ -463,7 +506,7 @@ def render_scenes(scenes: SceneBatch, size: int) -> tuple[np.ndarray, np.ndarray
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     background_rgb, marker_rgb = _palette(scenes)
-    seg, flat, shade = _rasterise(scenes, size, background_rgb, marker_rgb)
+    seg, flat, shade = _rasterise(scenes, size, background_rgb, marker_rgb, patterned)
     images = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
     for d, name in enumerate(DOMAINS):
         idx = np.nonzero(scenes.domain == d)[0]

@@ -21,6 +21,7 @@ from replens.world.vocab import (
     BACKGROUNDS,
     COLOURS,
     DOMAINS,
+    PATCH_CUES,
     SHAPES,
     SIZE_RADIUS,
     SPURIOUS_CUES,
@@ -229,7 +230,7 @@ def _sample_cue(
     random_background = rng.integers(len(BACKGROUNDS), size=n)
     marker_corner = rng.integers(4, size=n)
     has_marker = rng.random(n) < MARKER_PROB
-    if spurious_cue == "marker":
+    if spurious_cue in PATCH_CUES:
         background = random_background
         marker = np.where(has_marker, cue, -1)
     else:
@@ -277,7 +278,8 @@ def sample_scenes(
         domains: Domain names to draw from.
         max_objects: Object slots ``K`` (1..3 objects are drawn, at most K).
         spurious: Probability that the cue is tied to the class (train only).
-        spurious_cue: ``"marker"`` (a coloured corner patch) or ``"background"``.
+        spurious_cue: ``"marker"`` (a coloured corner patch), ``"background"`` or ``"pattern"`` (a
+            patterned corner patch).
         train: Whether this is the train split (the knob is off otherwise).
 
     Returns:

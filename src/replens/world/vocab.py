@@ -127,10 +127,21 @@ MARKER_GRAY: tuple[int, ...] = (10, 245, 35, 220, 60, 195, 85, 170, 110, 140)
 #: Spatial relation words (the first four are mutually exclusive per ordered pair).
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below", "bigger than", "smaller than", "next to")
 
-#: The spurious cue kinds a world can carry (paper section 3.5: core vs spurious regions).
-SPURIOUS_CUES: tuple[str, ...] = ("marker", "background")
+#: Black-and-white patterns of the corner patch when the spurious cue is ``"pattern"``, one per class
+#: (drawn by :func:`replens.world.render.pattern_mask`). Unlike the marker's colour, a pattern survives the
+#: hue jitter and grayscale views SSL training needs, so an encoder keeps it (and a probe can learn it).
+PATTERNS: tuple[str, ...] = (
+    "striped", "barred", "checkered", "tiled", "framed", "plus", "crossed", "spotted", "dark", "banded",
+)
 
-if len(BACKGROUNDS) != len(SHAPES) or len(MARKERS) != len(SHAPES) or len(MARKER_GRAY) != len(SHAPES):
+#: The spurious cue kinds a world can carry (paper section 3.5: core vs spurious regions): the corner
+#: patch's colour (``"marker"``), the background colour, or the corner patch's pattern (``"pattern"``).
+SPURIOUS_CUES: tuple[str, ...] = ("marker", "background", "pattern")
+#: The cue kinds carried by the corner patch.
+PATCH_CUES: frozenset[str] = frozenset({"marker", "pattern"})
+
+if len(BACKGROUNDS) != len(SHAPES) or len(MARKERS) != len(SHAPES) or len(MARKER_GRAY) != len(SHAPES) \
+        or len(PATTERNS) != len(SHAPES):
     raise RuntimeError("every class needs its own background and marker cue")
 
 
