@@ -460,3 +460,22 @@ def test_preview(world: Path, tmp_path: Path) -> None:
     out = save_preview(tmp_path / "q.png", world, per_domain=4)
     with Image.open(out) as img:
         assert img.size[1] == len(DOMAINS) * (64 + 2) + 2
+
+
+def test_preview_of_a_pattern_config_draws_patterns() -> None:
+    from replens.world.preview import _rows_from_config
+
+    side = int(round(0.2 * 32))
+
+    def two_level_grey(image: np.ndarray) -> bool:
+        # a corner patch whose inside (the rim may carry the cartoon outline) is grey, with dark and light pixels
+        corners = [image[:side, :side], image[:side, -side:], image[-side:, :side], image[-side:, -side:]]
+        inner = [c[1:-1, 1:-1] for c in corners]
+        return any((np.ptp(c, axis=-1) < 12).all() and (c < 70).any() and (c > 200).any() for c in inner)
+
+    counts = {}
+    for cue in ("pattern", "marker"):
+        (_, images), = _rows_from_config(WorldConfig(size=32, domains=("cartoon",), spurious_cue=cue, seed=4), 8)
+        counts[cue] = sum(two_level_grey(image) for image in images.astype(np.int16))
+    # most patterns show both levels inside (not "dark", nor "framed" whose inside is light); no colour marker does
+    assert counts["pattern"] >= 5 and counts["marker"] == 0
