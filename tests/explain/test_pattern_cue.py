@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from replens.data import SubsetSource
 from replens.explain.bank import world_caption_texts
-from replens.explain.ground_truth import failure_spurious_report
+from replens.explain.ground_truth import failure_spurious_report, is_pattern_world
 from replens.vl.tiny import TinyClipTrainConfig
 from replens.world import GENERATOR_VERSION, WorldConfig
 from replens.world.vocab import MARKERS, PATTERNS
@@ -60,3 +61,12 @@ def test_tiny_clip_key_is_unchanged_for_colour_worlds():
     blob = json.dumps({**fields, "world_generator": GENERATOR_VERSION}, sort_keys=True, default=list)
     assert config.key() == hashlib.sha256(blob.encode()).hexdigest()[:12]
     assert TinyClipTrainConfig(world_spurious=0.5, world_spurious_cue="pattern").key() != config.key()
+
+
+def test_pattern_worlds_are_recognised_through_subsets(tmp_path):
+    from replens.world import WorldDataset, generate_world
+
+    root = generate_world(WorldConfig(n=20, size=16, spurious=0.5, spurious_cue="pattern"), tmp_path / "w", progress=False)
+    world = WorldDataset(root, "train")
+    assert is_pattern_world(world) and is_pattern_world(SubsetSource(SubsetSource(world, [0, 2, 3]), [1]))
+    assert not is_pattern_world(_world("marker")) and not is_pattern_world(object())  # not a pattern world

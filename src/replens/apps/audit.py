@@ -55,7 +55,7 @@ from replens.data import open_source
 from replens.engine.probing import probe_backbone
 from replens.engine.train import TrainConfig, train
 from replens.evaluate.factors import factor_encoding
-from replens.explain import Explanations, default_world_bank, explain, open_bank
+from replens.explain import Explanations, default_world_bank, explain, is_pattern_world, open_bank
 from replens.explain.outputs import group_image_stem, image_strip
 from replens.models import create_backbone, load_embeddings
 from replens.models.weights import checkpoint_backbone_args
@@ -330,9 +330,8 @@ def _explain_step(
     with open_run(folder, step_config):
         vl = load_vl_model(options.vl, weights=options.vl_weights, device=options.device,
                            cache_dir=options.cache_dir, progress=progress)
-        patterned = getattr(getattr(source, "config", None), "spurious_cue", None) == "pattern"
         bank = open_bank(options.captions) if options.captions else default_world_bank(
-            vl, options.cache_dir, progress=progress, patterns=patterned)
+            vl, options.cache_dir, progress=progress, patterns=is_pattern_world(source))
         found = explain(backbone, source, vl, bank, falcon, model_name=options.model, data_name=options.data,
                         progress=progress, **explain_options(options))
         found.metrics["seconds"] = time.perf_counter() - t0

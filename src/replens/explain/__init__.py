@@ -79,6 +79,7 @@ from replens.explain.ground_truth import (
     contrastive_filter_report,
     failure_spurious_report,
     ground_truth_terms,
+    is_pattern_world,
     precision_recall_at_k,
     source_concepts,
 )
@@ -130,6 +131,7 @@ __all__ = [
     "contributions",
     "crop_images",
     "default_world_bank",
+    "is_pattern_world",
     "explain",
     "explain_failures",
     "failure_spurious_report",

@@ -891,7 +891,8 @@ def world_caption_texts(*, relational: int = 3000, distractors: int = 2000, seed
 def default_world_bank(vl: Any, cache_dir: str | Path = "runs/cache", *, progress: bool = False,
                        patterns: bool = False) -> CaptionBank:
     """The world-grammar bank encoded with ``vl``, cached under ``cache_dir`` (keyed by model and grammar);
-    ``patterns`` adds the patterned-marker captions (see :func:`world_caption_texts`)."""
+    ``patterns`` adds the patterned-marker captions (see :func:`world_caption_texts`; pass
+    :func:`replens.explain.ground_truth.is_pattern_world` of the probe set)."""
     texts = world_caption_texts(patterns=patterns)
     key = hashlib.sha256(("\n".join(texts) + f"|{vl.fingerprint}").encode()).hexdigest()[:12]
     root = Path(cache_dir) / "banks" / f"world-{key}"

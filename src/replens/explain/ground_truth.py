@@ -215,6 +215,12 @@ def _world_of(source: Any) -> tuple[Any, np.ndarray | None]:
     return source, indices
 
 
+def is_pattern_world(source: Any) -> bool:
+    """Whether ``source`` (a world split, or a subset of one) carries the ``"pattern"`` spurious cue."""
+    world, _ = _world_of(source)
+    return getattr(getattr(world, "config", None), "spurious_cue", None) == "pattern"
+
+
 def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 8) -> dict[str, Any] | None:
     """Do failure explanations name the planted spurious concept? (world sources only)
 

@@ -45,6 +45,7 @@ from replens.explain.falcon import (
 from replens.explain.ground_truth import (
     contrastive_filter_report,
     failure_spurious_report,
+    is_pattern_world,
     precision_recall_at_k,
     source_concepts,
 )
@@ -308,7 +309,7 @@ def explain(
         The :class:`Explanations`.
     """
     source = open_source(data, image_size=image_size) if isinstance(data, str) else data
-    vl, bank = _vl_and_bank(vl, bank, cache_dir, device, progress)
+    vl, bank = _vl_and_bank(vl, bank, cache_dir, device, progress, is_pattern_world(source))
     falcon = Falcon(model, source, vl, bank, config, device=device, progress=progress)
     result = falcon.run()
     metrics = _run_metrics(falcon, result, vl, bank, source)
@@ -347,12 +348,13 @@ def explain(
                         transfer=transfer_record, result=result, page=page)
 
 
-def _vl_and_bank(vl: Any, bank: Any, cache_dir: str | Path, device: str, progress: bool) -> tuple[Any, Any]:
+def _vl_and_bank(vl: Any, bank: Any, cache_dir: str | Path, device: str, progress: bool,
+                 patterns: bool = False) -> tuple[Any, Any]:
     """The VL model (loaded from a name / checkpoint, or the tiny CLIP) and the caption bank (opened, or the default)."""
     if vl is None or isinstance(vl, (str, Path)):
         vl = load_vl_model(vl, device=device, cache_dir=cache_dir, progress=progress)
     if bank is None:
-        bank = default_world_bank(vl, cache_dir, progress=progress)
+        bank = default_world_bank(vl, cache_dir, progress=progress, patterns=patterns)
     elif isinstance(bank, (str, Path)):
         bank = open_bank(bank)
     return vl, bank

@@ -37,6 +37,7 @@ from replens.explain import (
     default_world_bank,
     explain,
     import_embedding_shards,
+    is_pattern_world,
     open_bank,
     read_caption_file,
     world_caption_texts,
@@ -101,7 +102,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     run = open_run_from_args(args, "explain")
     vl = _vl(args)
     bank = (
-        open_bank(args.captions) if args.captions else default_world_bank(vl, args.cache_dir, progress=not args.quiet)
+        open_bank(args.captions) if args.captions
+        else default_world_bank(vl, args.cache_dir, progress=not args.quiet, patterns=is_pattern_world(source))
     )
     found = explain(backbone, source, vl, bank, falcon_config(args), model_name=args.model, data_name=args.data,
                     progress=not args.quiet, **explain_options(args))
