@@ -499,7 +499,7 @@ def _cue_section(found: Explanations, test_src: Any) -> dict[str, Any] | None:
     failures = found.metrics.get("failures") or {}
     report = failures.get("spurious")
     kind = getattr(world_config, "spurious_cue", None)
-    if strength <= 0 or kind not in ("marker", "pattern") or not report:
+    if strength <= 0 or kind not in _CUE_WORD or not report:
         return None
     with_cue, cue = report["failures"], report["spurious_driven"]
     grey = int(report.get("spurious_driven_colourless", 0))

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from replens.explain.falcon import GroupExplanation
-from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, MARKERS, PATCH_CUES, PATTERNS
+from replens.world.vocab import BACKGROUNDS, COLOURLESS_DOMAINS, PATCH_CUES, marker_names
 
 __all__ = [
     "concept_presence",
@@ -218,7 +218,7 @@ def _world_of(source: Any) -> tuple[Any, np.ndarray | None]:
 def is_pattern_world(source: Any) -> bool:
     """Whether ``source`` (a world split, or a subset of one) carries the ``"pattern"`` spurious cue."""
     world, _ = _world_of(source)
-    return getattr(getattr(world, "config", None), "spurious_cue", None) == "pattern"
+    return bool(getattr(getattr(world, "config", None), "patterned", False))
 
 
 def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 8) -> dict[str, Any] | None:
@@ -247,7 +247,7 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
     if not hasattr(world, "spurious_cues") or not hasattr(world, "config"):
         return None
     cue_kind = world.config.spurious_cue
-    names = {"marker": MARKERS, "pattern": PATTERNS}.get(cue_kind, BACKGROUNDS)
+    names = marker_names(cue_kind == "pattern") if cue_kind in PATCH_CUES else BACKGROUNDS
     suffix = "patch" if cue_kind in PATCH_CUES else "background"
     cues = np.asarray(world.spurious_cues)
     # a colour cue drawn in a colourless domain is a grey level no word names; a pattern shows everywhere

@@ -178,7 +178,7 @@ def world_training_items(world: Any, pad: float = 0.15) -> list[TrainingItem]:
     """
     side = int(world.config.size)
     items: list[TrainingItem] = []
-    patterned = getattr(world.config, "spurious_cue", None) == "pattern"
+    patterned = world.config.patterned
     for i, rec in enumerate(world.records):
         main = rec["objects"][0]
         noun = DOMAIN_NOUN[rec["domain"]]

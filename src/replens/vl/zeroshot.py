@@ -18,12 +18,11 @@ from replens.world.vocab import (
     COLOURS,
     DOMAIN_NOUN,
     DOMAINS,
-    MARKERS,
-    PATTERNS,
     SHAPES,
     TEXTURELESS_DOMAINS,
     TEXTURES,
     article,
+    marker_names,
 )
 
 __all__ = [
@@ -86,7 +85,7 @@ def world_attribute_accuracy(vl: VLModel, world: Any, *, max_items: int = 400, s
         boxes = torch.tensor([it.box for it in chosen], dtype=torch.float32)
         emb = vl.embed_images(_crop_batch(images, boxes, vl.image_size))
         if kind == "marker":
-            names = PATTERNS if getattr(world.config, "spurious_cue", None) == "pattern" else MARKERS
+            names = marker_names(world.config.patterned)
             text = vl.embed_texts([f"{article(m)} {m} patch" for m in names])
             truth = [names.index(world.record(it.image)["marker"]) for it in chosen]
             out["marker"] = float(

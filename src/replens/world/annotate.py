@@ -23,13 +23,12 @@ from replens.world.vocab import (
     DOMAIN_CONCEPT,
     DOMAIN_NOUN,
     DOMAINS,
-    MARKERS,
-    PATTERNS,
     SHAPES,
     SIZES,
     TEXTURELESS_DOMAINS,
     TEXTURES,
     article,
+    marker_names,
 )
 
 #: Two objects whose boxes are at most this far apart (fraction of the side) are "next to" each other.
@@ -235,7 +234,7 @@ def annotate(scenes: SceneBatch, boxes: np.ndarray, image_side: int, *, patterne
         relations = relations_of(obj_boxes, size[i][:k], image_side)
         domain = DOMAINS[int(scenes.domain[i])]
         background = BACKGROUNDS[int(scenes.background[i])]
-        marker = (PATTERNS if patterned else MARKERS)[int(scenes.marker[i])] if scenes.marker[i] >= 0 else None
+        marker = marker_names(patterned)[int(scenes.marker[i])] if scenes.marker[i] >= 0 else None
         records.append(
             {
                 "class": objects[0]["shape"],

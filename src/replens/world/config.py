@@ -67,6 +67,11 @@ class WorldConfig:
             raise ValueError(f"shard_size must be positive, got {self.shard_size}")
 
     @property
+    def patterned(self) -> bool:
+        """Whether the marker patch is drawn as a pattern (``spurious_cue == "pattern"``), not a colour."""
+        return self.spurious_cue == "pattern"
+
+    @property
     def split_sizes(self) -> dict[str, int]:
         """Scenes per split: ``{"train": n - n_test, "test": round(n * test_fraction)}``."""
         n_test = int(round(self.n * self.test_fraction))

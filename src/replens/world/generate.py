@@ -52,13 +52,12 @@ from replens.world.vocab import (
     COLOURS,
     DOMAINS,
     GENERATOR_VERSION,
-    MARKERS,
     PATCH_CUES,
-    PATTERNS,
     RELATIONS,
     SHAPES,
     SIZES,
     TEXTURES,
+    marker_names,
 )
 
 MANIFEST = "manifest.json"
@@ -128,11 +127,11 @@ def _write_shard(
     for lo in range(0, count, RENDER_CHUNK):
         hi = min(lo + RENDER_CHUNK, count)
         images[lo:hi], segmentation[lo:hi] = render_scenes(scenes.take(slice(lo, hi)), size,
-                                                           patterned=config.spurious_cue == "pattern")
+                                                           patterned=config.patterned)
         if on_chunk is not None:
             on_chunk(hi - lo)
     boxes = boxes_from_segmentation(segmentation, config.max_objects)
-    records = annotate(scenes, boxes, size, patterned=config.spurious_cue == "pattern")
+    records = annotate(scenes, boxes, size, patterned=config.patterned)
     domain_of = {d: i for i, d in enumerate(config.domains)}
     domains = np.array([domain_of[DOMAINS[d]] for d in scenes.domain], dtype=np.int64)
 
@@ -183,7 +182,7 @@ def _manifest(config: WorldConfig, shards: list[dict[str, Any]]) -> dict[str, An
         "textures": list(TEXTURES),
         "sizes": list(SIZES),
         "backgrounds": list(BACKGROUNDS),
-        "markers": list(PATTERNS if config.spurious_cue == "pattern" else MARKERS),
+        "markers": list(marker_names(config.patterned)),
         "relations": list(RELATIONS),
         "segmentation": {"background": 0, "object_slot_k": "k + 1", "marker": MARKER_LABEL},
         "spurious_region": "marker patch" if config.spurious_cue in PATCH_CUES else "background",

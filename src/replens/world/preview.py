@@ -27,7 +27,7 @@ def _rows_from_config(config: WorldConfig, per_domain: int) -> list[tuple[str, n
             spurious=config.spurious,
             spurious_cue=config.spurious_cue,
         )
-        rows.append((domain, render_scenes(scenes, config.size, patterned=config.spurious_cue == "pattern")[0]))
+        rows.append((domain, render_scenes(scenes, config.size, patterned=config.patterned)[0]))
     return rows
 
 

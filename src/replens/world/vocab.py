@@ -140,6 +140,11 @@ SPURIOUS_CUES: tuple[str, ...] = ("marker", "background", "pattern")
 #: The cue kinds carried by the corner patch.
 PATCH_CUES: frozenset[str] = frozenset({"marker", "pattern"})
 
+
+def marker_names(patterned: bool) -> tuple[str, ...]:
+    """The names of the corner patch's cue values: :data:`PATTERNS` for a patterned marker, else :data:`MARKERS`."""
+    return PATTERNS if patterned else MARKERS
+
 if len(BACKGROUNDS) != len(SHAPES) or len(MARKERS) != len(SHAPES) or len(MARKER_GRAY) != len(SHAPES) \
         or len(PATTERNS) != len(SHAPES):
     raise RuntimeError("every class needs its own background and marker cue")
