@@ -264,3 +264,16 @@ def test_random_init_control_has_the_audited_architecture(tmp_path: Path) -> Non
         save_file(state, str(weights), metadata={"backbone": "small_cnn", "backbone_args": f'{{"widths": {widths}}}'})
         assert _architecture(str(weights)) == {"widths": widths}
         assert create_backbone("small_cnn", **_architecture(str(weights))).feature_dim == widths[-1]
+
+
+def test_training_seed_follows_seed_or_train_seed_and_train_seed_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from replens.apps.audit import AuditConfig, _train_config
+
+    assert _train_config(AuditConfig(seed=4)).seed == 4  # --seed seeds the training too
+    assert _train_config(AuditConfig(seed=4, train_seed=1)).seed == 1  # the training alone, same world
+    assert AuditConfig(seed=4, train_seed=1).train.seed == 0  # the rest of the training config is untouched
+    # train.seed would be silently replaced: refused before any world or training, naming the option to use
+    assert main(["audit", "--set", "train.seed=3", "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    assert "train_seed=3" in capsys.readouterr().err and not (tmp_path / "a" / "train").exists()

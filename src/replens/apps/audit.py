@@ -125,7 +125,9 @@ class AuditConfig:
         failures_shown: Likely failures shown in the report.
         groups_shown: Explained feature groups shown in the report.
         device: Device for embedding, probing and explaining.
-        seed: Seed of everything.
+        seed: Seed of everything (the world, the training, the probes, the tiny CLIP).
+        train_seed: Seed of the SSL training alone (None: ``seed``), to repeat the training on one world;
+            ``train.seed`` is not read (the audit sets it), and setting it is an error that says so.
     """
 
     model: str | None = None
@@ -163,6 +165,7 @@ class AuditConfig:
     groups_shown: int = 12
     device: str = "cpu"
     seed: int = 0
+    train_seed: int | None = None
 
 
 # ----------------------------------------------------------------------------- steps
@@ -189,12 +192,17 @@ def _specs(config: AuditConfig, progress: bool) -> tuple[str, str, str | None]:
     return f"world:{world}?split=train", f"world:{world}?split=test", str(world)
 
 
+def _train_config(config: AuditConfig) -> TrainConfig:
+    """The SSL training configuration: ``config.train`` seeded by ``train_seed``, else by the audit's ``seed``."""
+    return replace(config.train, seed=config.seed if config.train_seed is None else config.train_seed)
+
+
 def _train_step(config: AuditConfig, train_spec: str, run: RunDir, progress: bool) -> dict[str, Any]:
     folder = run / "train"
     done = folder / "train_summary.json"
     if done.is_file() and (folder / "backbone.safetensors").is_file():
         return json.loads(done.read_text())
-    tcfg = TrainConfig(**{**asdict(config.train), "seed": config.seed})
+    tcfg = _train_config(config)
     source = open_source(train_spec, image_size=tcfg.image_size)
     summary = train(tcfg, source, folder, resume=True, progress=progress)
     summary.pop("backbone", None)
@@ -652,6 +660,9 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
     """Run the audit into ``run``; returns the summary written to ``summary.json``."""
     if config.falcon_probe not in ("train", "test"):  # before the world and the training, not after them
         raise ValueError(f"falcon_probe must be 'train' or 'test', got {config.falcon_probe!r}")
+    if config.train.seed != 0:  # the audit seeds the training itself: a train.seed would be silently ignored
+        raise ValueError(f"train.seed={config.train.seed} is not read by the audit: use --seed (world, training, "
+                         f"probes) or --set train_seed={config.train.seed} (the training alone)")
     timings = _Timings(run)
     train_spec, test_spec, world = _specs(config, progress)
     size = config.image_size or config.train.image_size
