@@ -45,9 +45,7 @@ import functools
 import json
 import math
 import os
-import platform
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +67,7 @@ import fda_throughput  # noqa: E402
 import qscore_scale  # noqa: E402
 import ssl_throughput  # noqa: E402
 import token_encoder_throughput  # noqa: E402
+from bench_env import environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,33 +119,6 @@ def sizes(quick: bool, device: str) -> Sizes:
                  fda_cpu_batch=1024, fda_seconds=2.0, lightly_images=1000, qscore_rows=200_000, qscore_dim=2048,
                  qscore_chunk=32768, captions=500_000, caption_dim=512, caption_queries=1000, token_batch=256,
                  token_steps=20, token_world=None, token_preset="paper")
-
-
-# --------------------------------------------------------------------------- environment
-def environment(device: torch.device) -> dict[str, Any]:
-    """Device name, torch / CUDA versions, git commit, host and CPU count."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    cuda = device.type == "cuda"
-    return {
-        "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)",
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "python": platform.python_version(),
-        "host": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "date": date.today().isoformat(),
-    }
 
 
 # --------------------------------------------------------------------------- running checks

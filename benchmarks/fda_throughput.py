@@ -220,8 +220,14 @@ def main() -> None:
         print(f"{size:>5} px, one thread, batch {batch}: FDA {b['fda']:,.0f} img/s vs plain rfft2 + irfft2 "
               f"{b['bound']:,.0f} img/s: {b['ratio']:.2f} of the bound (target >= 0.7 at 32 px)", flush=True)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"cores": cores, "torch": torch.__version__, "results": results, "bound": bounds}, fh, indent=2)
+        from bench_env import environment
+
+        record = {"environment": environment("cpu"), "cores": cores, "torch": torch.__version__,
+                  "seconds_per_measurement": args.seconds, "results": results, "bound": bounds}
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the matrix file afterwards")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-read passes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here (with the machine)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -266,6 +268,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS {what}: {rss / 2**30:.2f} GiB  (target < 1.5 GiB)")
     print(f"|D| = {summary['discriminative_features']}, mean |L_i| = {summary['mean_highly_activating']:.1f}, "
           f"samples without discriminative features = {summary['samples_without_discriminative']}")
+    if args.json is not None:
+        from bench_env import environment
+
+        record = {
+            "environment": environment("cpu"), "load_1min_start": load_start, "rows": args.n, "dim": args.dim,
+            "block_rows": args.block_rows, "chunk_rows": args.chunk_rows, "torch_threads": torch.get_num_threads(),
+            "qscore_threads": warm["threads"],
+            "warm": {"plain_rows_per_s": plain_rate, "qscore_rows_per_s": q_rate, "ratio": q_rate / plain_rate,
+                     "final_scoring_s": finish_s, "kernel_warmup_s": warm["warmup_s"]},
+            "cold": None if cold is None else {"plain_rows_per_s": args.n / cold[0],
+                                               "qscore_rows_per_s": args.n / cold[1], "ratio": cold[0] / cold[1]},
+            "peak_rss_bytes": rss, "peak_rss_scope": what, "target_ratio": 0.5,
+            "discriminative_features": summary["discriminative_features"],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        tmp.replace(args.json)
+        print(f"wrote {args.json}")
     return 0 if max(ratios) >= 0.5 and rss < 1.5 * 2**30 else 1
 
 

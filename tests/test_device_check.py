@@ -50,3 +50,28 @@ def test_quick_device_check_on_cpu(tmp_path):
     assert bench["caption_search"]["exact"]
     for heading in ("## Smoke tests", "## Benchmarks", "| ssl/simclr | pass |", "vs compute bound"):
         assert heading in table
+
+
+def test_qscore_benchmark_json_records_its_rates_and_machine(tmp_path):
+    """qscore_scale.py --json: the ratio is the two rates' quotient, the scores match a one-shot Q-Score run."""
+    threads = torch.get_num_threads()
+    out = tmp_path / "q.json"
+    sys.path.insert(0, str(SCRIPT.parent))  # the scripts import their sibling bench_env, as when run directly
+    try:
+        import qscore_scale
+
+        qscore_scale.main(["--n", "3000", "--dim", "64", "--block-rows", "256", "--chunk-rows", "1024",
+                           "--path", str(tmp_path / "m.npy"), "--threads", "1", "--json", str(out)])
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+        torch.set_num_threads(threads)
+    record = json.loads(out.read_text())
+    warm, cold = record["warm"], record["cold"]
+    assert record["rows"] == 3000 and record["dim"] == 64 and record["block_rows"] == 256
+    assert math.isclose(warm["ratio"], warm["qscore_rows_per_s"] / warm["plain_rows_per_s"], rel_tol=1e-9)
+    assert cold is None or math.isclose(cold["ratio"], cold["qscore_rows_per_s"] / cold["plain_rows_per_s"],
+                                        rel_tol=1e-9)
+    env = record["environment"]
+    assert env["git_commit"] and env["cpu_count"] >= 1 and env["date"].count("-") == 2
+    assert 0 < record["discriminative_features"] <= 64
+    assert not (tmp_path / "m.npy").exists()  # the matrix is removed unless --keep
