@@ -126,3 +126,16 @@ def test_no_module_level_import_cycles_in_replens() -> None:
     graph = import_graph()
     assert "replens.report.html" in graph and len(graph) > 50
     assert cycles(graph) == []
+
+
+def test_cli_start_up_imports_no_torchvision_lightly_or_dynamo() -> None:
+    """``replens --help`` and every command start without torchvision, lightly or torch._dynamo (about 2.5 s of
+    imports on a 2-core machine); they load when a command needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, replens.cli; "
+            "print(','.join(m for m in ('torchvision', 'lightly', 'torch._dynamo', 'open_clip', 'timm') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "", out.stdout

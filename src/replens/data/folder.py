@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from replens.data.base import DataError, ImageSource, decode_image
 
@@ -22,7 +21,7 @@ class FolderSource(ImageSource):
         root: Directory with one sub-folder per class.
         image_size: Output side, see :class:`ImageSource`.
         domain: Name of the domain (default: the root's base name).
-        extensions: File endings counted as images (case-insensitive).
+        extensions: File endings counted as images (case-insensitive; default torchvision's ``IMG_EXTENSIONS``).
 
     Raises:
         DataError: The root is missing, has no class folders or no images.
@@ -34,9 +33,13 @@ class FolderSource(ImageSource):
         *,
         image_size: int | None = None,
         domain: str | None = None,
-        extensions: tuple[str, ...] = IMG_EXTENSIONS,
+        extensions: tuple[str, ...] | None = None,
     ) -> None:
+        # imported on use: torchvision imports torch._dynamo (over a second at `replens` start-up)
+        from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
         super().__init__(image_size)
+        extensions = IMG_EXTENSIONS if extensions is None else tuple(extensions)
         root = os.path.abspath(os.path.expanduser(root))
         if not os.path.isdir(root):
             raise DataError(f"image folder not found: {root!r}")

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 
 from replens.data.arrays import array_layout, default_class_names, image_from_array
 from replens.data.base import DataError, ImageSource
@@ -35,6 +34,8 @@ def torchvision_dataset_class(name: str) -> type:
     Raises:
         DataError: No such dataset class (the message lists the known ones).
     """
+    import torchvision.datasets as tvd  # imported on use: torchvision costs over a second at `replens` start-up
+
     known = {
         n: obj for n, obj in vars(tvd).items() if inspect.isclass(obj) and issubclass(obj, torch.utils.data.Dataset)
     }
@@ -46,6 +47,7 @@ def torchvision_dataset_class(name: str) -> type:
 
 def expected_location(cls: type, root: str) -> str:
     """Where a torchvision dataset class looks for its files under ``root``."""
+    import torchvision.datasets as tvd
     base = getattr(cls, "base_folder", None)
     if isinstance(base, str):
         return os.path.join(root, base)

@@ -8,8 +8,6 @@ the 3-layer projector is lightly's ``BarlowTwinsProjectionHead``.
 from __future__ import annotations
 
 import torch
-from lightly.loss import BarlowTwinsLoss
-from lightly.models.modules import BarlowTwinsProjectionHead
 from torch import nn
 
 from replens.augment.views import ViewConfig
@@ -41,6 +39,9 @@ class BarlowTwins(SSLMethod):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import BarlowTwinsLoss
+        from lightly.models.modules import BarlowTwinsProjectionHead
         dim = int(backbone.feature_dim)
         out = projection_dim or 4 * dim
         self.projection_head = BarlowTwinsProjectionHead(dim, out, out)

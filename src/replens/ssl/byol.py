@@ -8,8 +8,6 @@ network's momentum follows the paper's cosine schedule from 0.996 to 1.
 from __future__ import annotations
 
 import torch
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
 from replens.augment.views import ViewConfig, recipe_view
@@ -40,6 +38,9 @@ class BYOL(SSLMethod):
         self, backbone: nn.Module, hidden_dim: int | None = None, output_dim: int = 256, momentum_start: float = 0.996
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import NegativeCosineSimilarity
+        from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
         dim = int(backbone.feature_dim)
         hidden = hidden_dim or 2 * dim
         self.projection_head = BYOLProjectionHead(dim, hidden, output_dim)

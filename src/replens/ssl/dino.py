@@ -11,8 +11,6 @@ follows the paper's cosine schedule from 0.996 to 1.
 from __future__ import annotations
 
 import torch
-from lightly.loss import DINOLoss
-from lightly.models.modules import DINOProjectionHead
 from torch import nn
 
 from replens.augment.views import ViewConfig, recipe_view
@@ -55,6 +53,9 @@ class DINO(SSLMethod):
         momentum_start: float = 0.996,
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import DINOLoss
+        from lightly.models.modules import DINOProjectionHead
         dim = int(backbone.feature_dim)
         head_args = (dim, hidden_dim or 2 * dim, min(bottleneck_dim, dim), output_dim)
         self.head = DINOProjectionHead(*head_args)

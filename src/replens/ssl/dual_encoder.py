@@ -22,8 +22,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
 from replens.augment.views import VIEW_KINDS, ViewConfig, simclr_view_config, view_kind
@@ -60,6 +58,9 @@ class DualEncoder(SSLMethod):
     def __init__(self, backbone: nn.Module, left_view: str = "raw", right_view: str = "freq",
                  hidden_dim: int | None = None, output_dim: int = 128, temperature: float = 0.5) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
         for key, kind in (("left_view", left_view), ("right_view", right_view)):
             if kind not in VIEW_KINDS:
                 raise KeyError(f"method_args.{key}: unknown view kind {kind!r}; choose one of {', '.join(VIEW_KINDS)}")

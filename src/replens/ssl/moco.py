@@ -9,8 +9,6 @@ or a cosine schedule from ``momentum_start``).
 from __future__ import annotations
 
 import torch
-from lightly.loss import NTXentLoss
-from lightly.models.modules import MoCoProjectionHead
 from torch import nn
 
 from replens.augment.views import ViewConfig, recipe_view
@@ -44,6 +42,9 @@ class MoCo(SSLMethod):
         symmetric: bool = True,
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import MoCoProjectionHead
         dim = int(backbone.feature_dim)
         self.projection_head = MoCoProjectionHead(dim, dim, output_dim)
         self.backbone_momentum = momentum_copy(backbone)

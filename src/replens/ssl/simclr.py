@@ -9,8 +9,6 @@ the other 2N - 2 views are negatives).
 from __future__ import annotations
 
 import torch
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
 from replens.augment.views import ViewConfig, simclr_view_config
@@ -43,6 +41,9 @@ class SimCLR(SSLMethod):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
         dim = int(backbone.feature_dim)
         self.projection_head = SimCLRProjectionHead(dim, hidden_dim or dim, output_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)

@@ -7,8 +7,6 @@ paper's symmetric D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2.
 from __future__ import annotations
 
 import torch
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
 from replens.augment.views import ViewConfig, recipe_view
@@ -29,6 +27,9 @@ class SimSiam(SSLMethod):
         self, backbone: nn.Module, output_dim: int | None = None, prediction_hidden_dim: int | None = None
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import NegativeCosineSimilarity
+        from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
         dim = int(backbone.feature_dim)
         out = output_dim or 2 * dim
         self.projection_head = SimSiamProjectionHead(dim, out, out)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightly.loss import SwaVLoss
-from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 from torch import nn
 
 from replens.augment.views import ViewConfig, recipe_view
@@ -43,6 +41,9 @@ class SwaV(SSLMethod):
         freeze_prototypes_steps: int = 0,
     ) -> None:
         super().__init__(backbone)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import SwaVLoss
+        from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
         dim = int(backbone.feature_dim)
         self.projection_head = SwaVProjectionHead(dim, dim, output_dim)
         self.prototypes = SwaVPrototypes(output_dim, n_prototypes, n_steps_frozen_prototypes=freeze_prototypes_steps)

@@ -8,7 +8,6 @@ architecture as lightly's ``BarlowTwinsProjectionHead``, so the recipe extends
 
 from __future__ import annotations
 
-from lightly.loss import VICRegLoss
 from torch import nn
 
 from replens.augment.views import ViewConfig, recipe_view
@@ -42,6 +41,8 @@ class VICReg(BarlowTwins):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__(backbone, projection_dim=projection_dim)
+        # imported on use: lightly imports torchvision and torch._dynamo (over a second at `replens` start-up)
+        from lightly.loss import VICRegLoss
         self.criterion = VICRegLoss(
             lambda_param=lambda_param, mu_param=mu_param, nu_param=nu_param, gather_distributed=gather_distributed
         )
