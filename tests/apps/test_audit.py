@@ -277,3 +277,50 @@ def test_training_seed_follows_seed_or_train_seed_and_train_seed_is_refused(
     # train.seed would be silently replaced: refused before any world or training, naming the option to use
     assert main(["audit", "--set", "train.seed=3", "--out", str(tmp_path / "a"), "--quiet"]) == 2
     assert "train_seed=3" in capsys.readouterr().err and not (tmp_path / "a" / "train").exists()
+
+
+_VL_SCRIPT = """
+from pathlib import Path
+import sys
+from replens.apps.audit import AuditConfig, _start_vl_training, _stop_vl_training, _tiny_clip_config, _vl_name
+from replens.vl import tiny_clip_cache_path
+
+# no `if __name__ == "__main__":` guard, as in many users' scripts: the child must not run this file again
+cfg = AuditConfig(world_n=120, world_size=16, vl_steps=2, cache_dir=sys.argv[1], domains=["photo", "sketch"])
+process = _start_vl_training(cfg)
+assert process is not None
+try:
+    path = _vl_name(cfg, False, process)
+finally:
+    _stop_vl_training(process)
+assert process.error_file.closed
+assert Path(path) == tiny_clip_cache_path(_tiny_clip_config(cfg), cfg.cache_dir) and Path(path).is_file(), path
+assert _start_vl_training(cfg) is None  # cached now: nothing to train beside the encoder
+print("trained", path)
+"""
+
+
+def test_tiny_clip_trains_in_a_second_interpreter_even_from_an_unguarded_script(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(_VL_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("trained") == 1  # the script ran once: the child did not re-run it
+
+
+def test_a_failed_background_tiny_clip_names_its_error(tmp_path: Path) -> None:
+    from replens.apps.audit import AuditConfig, _start_vl_training, _stop_vl_training, _vl_name
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    cfg = AuditConfig(world_n=120, world_size=16, vl_steps=2, cache_dir=str(blocker))
+    process = _start_vl_training(cfg)
+    try:
+        with pytest.raises(RuntimeError, match=r"tiny CLIP in a background process failed \(exit code 1\): \w+Error"):
+            _vl_name(cfg, False, process)
+    finally:
+        _stop_vl_training(process)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -259,12 +260,19 @@ def _tiny_clip_config(config: AuditConfig) -> Any:
                                world_spurious_cue=config.spurious_cue)
 
 
-def _train_tiny_clip_child(cache_dir: str, vcfg: Any, device: str) -> None:
-    # runs in a spawned process beside the SSL training, one thread each (see _start_vl_training)
+def _train_tiny_clip_child(cache_dir: str, config_json: str, device: str) -> None:
+    """Train the default tiny CLIP of ``config_json`` (a :class:`TinyClipTrainConfig` as JSON) into ``cache_dir``.
+
+    Runs in a second Python process beside the SSL training, one thread each (see :func:`_start_vl_training`).
+    """
     import logging
+
+    from replens.config import from_dict
+    from replens.vl import TinyClipTrainConfig
 
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
+    vcfg = from_dict(TinyClipTrainConfig, json.loads(config_json))
     default_tiny_clip(cache_dir, config=vcfg, device=device, progress=False)
 
 
@@ -273,20 +281,42 @@ def _start_vl_training(config: AuditConfig) -> Any:
 
     On a small CPU two one-thread processes get more done than one process on
     two threads (tiny convolutions scale poorly across threads), so the
-    FALCON step's VL model costs little extra wall time. Returns the process or None.
+    FALCON step's VL model costs little extra wall time. Returns the process (``subprocess.Popen``) or None.
+
+    A fresh interpreter (``python -c``), not ``multiprocessing``: its spawn start re-runs the caller's
+    ``__main__``, so a user's script calling :func:`audit` without an ``if __name__ == "__main__":`` guard
+    would start a second audit in the child, which fails on the locked run folder.
     """
-    import multiprocessing
+    import subprocess
+    import sys
 
     if not config.falcon or config.vl is not None or not config.parallel_vl or config.device != "cpu":
         return None
     vcfg = _tiny_clip_config(config)
     if tiny_clip_cache_path(vcfg, config.cache_dir).is_file():
         return None
-    process = multiprocessing.get_context("spawn").Process(
-        target=_train_tiny_clip_child, args=(config.cache_dir, vcfg, config.device), daemon=True
-    )
-    process.start()
+    code = "import sys; from replens.apps.audit import _train_tiny_clip_child as t; t(*sys.argv[1:])"
+    errors = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # read back when the child fails
+    process = subprocess.Popen([sys.executable, "-c", code, str(config.cache_dir), json.dumps(asdict(vcfg)),
+                                config.device], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+    process.error_file = errors  # type: ignore[attr-defined]
     return process
+
+
+def _stop_vl_training(process: Any) -> None:
+    """End the background tiny-CLIP training when the audit stops early (an error, Ctrl-C); close its error file."""
+    import subprocess
+
+    if process is None:
+        return
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # still running after SIGTERM: kill it
+            process.kill()
+            process.wait()
+    process.error_file.close()
 
 
 def _vl_name(config: AuditConfig, progress: bool, process: Any = None) -> str:
@@ -296,9 +326,11 @@ def _vl_name(config: AuditConfig, progress: bool, process: Any = None) -> str:
 
     vcfg = _tiny_clip_config(config)
     if process is not None:
-        process.join()
-        if process.exitcode != 0:
-            raise RuntimeError(f"training the tiny CLIP in a background process failed (exit code {process.exitcode})")
+        if process.wait() != 0:
+            process.error_file.seek(0)
+            last = process.error_file.read().strip().splitlines()[-1:] or ["no error output"]
+            raise RuntimeError(f"training the tiny CLIP in a background process failed (exit code "
+                               f"{process.returncode}): {last[0]}")
     path = tiny_clip_cache_path(vcfg, config.cache_dir)
     if not path.is_file():  # not trained beside the encoder: train it here (explain loads it from the file)
         default_tiny_clip(config.cache_dir, config=vcfg, device=config.device, progress=progress)
@@ -668,39 +700,42 @@ def run_audit(config: AuditConfig, run: RunDir, progress: bool = True) -> dict[s
     size = config.image_size or config.train.image_size
     overview: dict[str, Any] = {"data": train_spec.rsplit("?", 1)[0], "world": world}
     vl_process = _start_vl_training(config)
-    name, weights, pretrained, label = _encoder(config, train_spec, run, progress, vl_process, timings, overview)
-    with timings.step("probe_s"):
-        probes = {
-            label: _probe_step(name, weights, pretrained, train_spec, test_spec, size, run / "trained", config,
-                               progress),
-            "random init": _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init", config,
-                                       progress, _architecture(weights)),
-        }
-    test_src = open_source(test_spec, image_size=size)
-    overview.update(train_samples=len(open_source(train_spec, image_size=size)), test_samples=len(test_src))
-    summary = _probe_summary(overview, probes, label, test_src)
-    qscores, discriminative = _add_qscore(summary, config, run, progress, timings)
-    encoding = _encoding_section(run, test_src, discriminative)
-    if encoding:
-        summary["encoding"] = encoding
-    if config.falcon:
-        with timings.step("falcon_s"):
-            _add_falcon(summary, config, (name, weights), (train_spec, test_spec, size), run, progress, vl_process,
-                        test_src, qscores)
-    overview["classes"] = list(test_src.classes)
-    if (summary.get("protocol") or {}).get("planted_cause"):
-        overview["planted_cause"] = summary["protocol"]["planted_cause"]
-    overview["headline"] = _headline(summary)
-    overview["verdicts"] = _verdicts(summary)
-    summary["timings"] = timings.steps
-    summary["seconds"], summary["runs"] = timings.save(), timings.runs
-    summary["config"] = asdict(config)
-    write_report(summary, run.path)
-    atomic_write_text(run / "summary.md", render_summary(summary))
-    run.write_metrics({"overview": overview, "timings": timings.steps, "seconds": summary["seconds"],
-                       "qscore": {k: v for k, v in summary.get("qscore", {}).items() if not isinstance(v, list)
-                                  and not isinstance(v, dict)}})
-    return summary
+    try:
+        name, weights, pretrained, label = _encoder(config, train_spec, run, progress, vl_process, timings, overview)
+        with timings.step("probe_s"):
+            probes = {
+                label: _probe_step(name, weights, pretrained, train_spec, test_spec, size, run / "trained", config,
+                                   progress),
+                "random init": _probe_step(name, None, False, train_spec, test_spec, size, run / "random_init", config,
+                                           progress, _architecture(weights)),
+            }
+        test_src = open_source(test_spec, image_size=size)
+        overview.update(train_samples=len(open_source(train_spec, image_size=size)), test_samples=len(test_src))
+        summary = _probe_summary(overview, probes, label, test_src)
+        qscores, discriminative = _add_qscore(summary, config, run, progress, timings)
+        encoding = _encoding_section(run, test_src, discriminative)
+        if encoding:
+            summary["encoding"] = encoding
+        if config.falcon:
+            with timings.step("falcon_s"):
+                _add_falcon(summary, config, (name, weights), (train_spec, test_spec, size), run, progress, vl_process,
+                            test_src, qscores)
+        overview["classes"] = list(test_src.classes)
+        if (summary.get("protocol") or {}).get("planted_cause"):
+            overview["planted_cause"] = summary["protocol"]["planted_cause"]
+        overview["headline"] = _headline(summary)
+        overview["verdicts"] = _verdicts(summary)
+        summary["timings"] = timings.steps
+        summary["seconds"], summary["runs"] = timings.save(), timings.runs
+        summary["config"] = asdict(config)
+        write_report(summary, run.path)
+        atomic_write_text(run / "summary.md", render_summary(summary))
+        run.write_metrics({"overview": overview, "timings": timings.steps, "seconds": summary["seconds"],
+                           "qscore": {k: v for k, v in summary.get("qscore", {}).items() if not isinstance(v, list)
+                                      and not isinstance(v, dict)}})
+        return summary
+    finally:
+        _stop_vl_training(vl_process)
 
 
 def _encoder(config: AuditConfig, train_spec: str, run: RunDir, progress: bool, vl_process: Any, timings: _Timings,
