@@ -25,7 +25,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -36,6 +35,7 @@ from dataclasses import asdict
 import torch
 
 from replens.augment.fourier import FDAConfig, FourierAugment, fda_config
+from replens.runs import atomic_write_json
 
 ALL_ON = dict(amplitude_prob=1.0, phase_prob=1.0, mask_prob=1.0, gmm_prob=1.0)
 
@@ -224,10 +224,7 @@ def main() -> None:
 
         record = {"environment": environment("cpu"), "cores": cores, "torch": torch.__version__,
                   "seconds_per_measurement": args.seconds, "results": results, "bound": bounds}
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from replens.quality import QScoreStream, iter_row_blocks, qscore_array
+from replens.runs import atomic_write_json
 
 # Earlier code, this script run against it (warm page cache, float16, block 512) on the shared 2-core machine
 # (AMD EPYC), quoted as (N, torch threads) -> runs of (code, plain rows/s, Q-Score rows/s, ratio,
@@ -282,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_bytes": rss, "peak_rss_scope": what, "target_ratio": 0.5,
             "discriminative_features": summary["discriminative_features"],
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        tmp.replace(args.json)
+        atomic_write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0 if max(ratios) >= 0.5 and rss < 1.5 * 2**30 else 1
 

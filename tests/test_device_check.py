@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def test_quick_device_check_on_cpu(tmp_path):
 
 
 def test_qscore_benchmark_json_records_its_rates_and_machine(tmp_path):
-    """qscore_scale.py --json: the ratio is the two rates' quotient, the scores match a one-shot Q-Score run."""
+    """qscore_scale.py --json: each ratio is its two rates' quotient; the cold pass ran (where the script itself
+    checks that a one-shot Q-Score run gives the streamed scores)."""
     threads = torch.get_num_threads()
     out = tmp_path / "q.json"
     sys.path.insert(0, str(SCRIPT.parent))  # the scripts import their sibling bench_env, as when run directly
@@ -69,6 +71,7 @@ def test_qscore_benchmark_json_records_its_rates_and_machine(tmp_path):
     warm, cold = record["warm"], record["cold"]
     assert record["rows"] == 3000 and record["dim"] == 64 and record["block_rows"] == 256
     assert math.isclose(warm["ratio"], warm["qscore_rows_per_s"] / warm["plain_rows_per_s"], rel_tol=1e-9)
+    assert cold is not None or not hasattr(os, "posix_fadvise")
     assert cold is None or math.isclose(cold["ratio"], cold["qscore_rows_per_s"] / cold["plain_rows_per_s"],
                                         rel_tol=1e-9)
     env = record["environment"]
