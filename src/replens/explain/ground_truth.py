@@ -247,11 +247,11 @@ def failure_spurious_report(failures: Sequence[Any], source: Any, *, top: int = 
     if not hasattr(world, "spurious_cues") or not hasattr(world, "config"):
         return None
     cue_kind = world.config.spurious_cue
-    names = marker_names(cue_kind == "pattern") if cue_kind in PATCH_CUES else BACKGROUNDS
+    names = marker_names(world.config.patterned) if cue_kind in PATCH_CUES else BACKGROUNDS
     suffix = "patch" if cue_kind in PATCH_CUES else "background"
     cues = np.asarray(world.spurious_cues)
     # a colour cue drawn in a colourless domain is a grey level no word names; a pattern shows everywhere
-    colourless = set() if cue_kind == "pattern" else \
+    colourless = set() if world.config.patterned else \
         {k for k, d in enumerate(world.domain_names) if d in COLOURLESS_DOMAINS}
     n = driven = named = named_driven = unnameable = named_nameable = 0
     for f in failures:
